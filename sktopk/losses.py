@@ -3,4 +3,11 @@
 Each module has a functional twin in :mod:`sktopk.functional`.
 """
 
-__all__ = []
+from ._perturbed import PerturbedTopK
+from ._topk_hinge import ImbalancedTopKHingeLoss, TopKHingeLoss
+
+__all__ = [
+    "ImbalancedTopKHingeLoss",
+    "PerturbedTopK",
+    "TopKHingeLoss",
+]
