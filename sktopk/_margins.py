@@ -1,7 +1,5 @@
 """Class-dependent margins for imbalanced data (Cao et al., 2019)."""
 
-import torch
-
 from ._validation import check_class_counts, check_non_negative_float
 
 
