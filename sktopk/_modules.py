@@ -1,0 +1,101 @@
+"""The torch networks the estimators build: an MLP with a plain or cosine head."""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "logistic": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+def _reset_linear(weight, bias, generator):
+    # torch.nn.Linear's default initialisation, drawn from ``generator`` so that
+    # random_state alone fixes the weights (never the global RNG).
+    bound = 1.0 / math.sqrt(weight.shape[1]) if weight.shape[1] else 0.0
+    with torch.no_grad():
+        weight.uniform_(-bound, bound, generator=generator)
+        if bias is not None:
+            bias.uniform_(-bound, bound, generator=generator)
+
+
+class CosineLinear(nn.Module):
+    """Last layer scoring by cosine similarity between the input and each class weight.
+
+    ``scores[i, c] = <x_i / |x_i|, w_c / |w_c|>``, in [-1, 1], with no bias: the
+    normalised head of the imbalanced top-K loss and of LDAM.
+
+    Parameters
+    ----------
+    in_features : int
+    out_features : int
+        Number of classes.
+    """
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        _reset_linear(self.weight, None, generator)
+
+    def forward(self, x):
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
+
+    def extra_repr(self):
+        return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron mapping features to class scores.
+
+    Parameters
+    ----------
+    n_features : int
+    n_classes : int
+    hidden_layer_sizes : tuple of int, default=(256,)
+        Width of each hidden layer; ``()`` gives a linear model.
+    activation : {"relu", "gelu", "tanh", "logistic", "identity"}, default="relu"
+    dropout : float, default=0.0
+        Dropout probability after each hidden activation.
+    cosine_head : bool, default=False
+        Score with a :class:`CosineLinear` layer instead of an affine one.
+    generator : torch.Generator, optional
+        Source of the initial weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sktopk._modules import MLP
+    >>> net = MLP(4, 3, hidden_layer_sizes=(8,), generator=torch.Generator().manual_seed(0))
+    >>> net(torch.zeros(2, 4)).shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, n_features, n_classes, hidden_layer_sizes=(256,), activation="relu",
+                 dropout=0.0, cosine_head=False, generator=None):
+        super().__init__()
+        layers = []
+        width = n_features
+        for size in hidden_layer_sizes:
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        self.body = nn.Sequential(*layers)
+        self.head = CosineLinear(width, n_classes) if cosine_head else nn.Linear(width, n_classes)
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                _reset_linear(layer.weight, layer.bias, generator)
+            elif isinstance(layer, CosineLinear):
+                layer.reset_parameters(generator)
+
+    def forward(self, x):
+        return self.head(self.body(x))

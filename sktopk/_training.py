@@ -1,0 +1,244 @@
+"""The training engine behind the estimators: skorch, fed by tensor batch slicing.
+
+skorch brings the loop, callbacks, history, LR schedules and logging; its
+default data path (a per-sample ``Dataset`` collated by a ``DataLoader``) costs
+about as much as the network itself on in-memory arrays, so the estimators hand
+it :class:`TensorData` and :class:`TensorBatchIterator` instead: the arrays are
+converted to tensors once, kept on the training device when they fit, and each
+batch is one index-select.
+"""
+
+import math
+import os
+from contextlib import contextmanager
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+
+# Keep at most this fraction of the free GPU memory for the training arrays;
+# above it, batches stream from pinned host memory.
+_DEVICE_MEMORY_FRACTION = 0.5
+
+
+class TensorData:
+    """Features, labels and weights, ready to be sliced into batches.
+
+    Dense features become one float32 tensor, on ``device`` when they fit there
+    (pinned host memory otherwise); sparse CSR features stay on the host and
+    are densified one batch at a time.
+    """
+
+    def __init__(self, X, y=None, sample_weight=None, device="cpu"):
+        self.device = torch.device(device)
+        self.sparse = sp.issparse(X)
+        if self.sparse:
+            self.X = X.tocsr().astype(np.float32)
+        else:
+            X = torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))
+            if self.device.type == "cuda" and not _fits_on_device(X, self.device):
+                X = X.pin_memory()
+            else:
+                X = X.to(self.device)
+            self.X = X
+        self.y = None if y is None else torch.as_tensor(y, dtype=torch.long, device=self.device)
+        self.sample_weight = (
+            None if sample_weight is None
+            else torch.as_tensor(sample_weight, dtype=torch.float32, device=self.device)
+        )
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def features(self, index):
+        """Features of the rows ``index`` (a 1-d tensor or a slice), on the device."""
+        if self.sparse:
+            rows = index if isinstance(index, slice) else index.cpu().numpy()
+            dense = torch.from_numpy(self.X[rows].toarray())
+            return dense.to(self.device, non_blocking=True)
+        if self.X.device != self.device:
+            rows = index if isinstance(index, slice) else index.cpu()
+            return self.X[rows].to(self.device, non_blocking=True)
+        return self.X[index]
+
+    def subset(self, index):
+        """A new TensorData holding the rows ``index`` (numpy integer array)."""
+        part = TensorData.__new__(TensorData)
+        part.device, part.sparse = self.device, self.sparse
+        if self.sparse:
+            part.X = self.X[index]
+        else:
+            part.X = self.X[torch.as_tensor(index, device=self.X.device)]
+        rows = torch.as_tensor(index, device=self.device)
+        part.y = None if self.y is None else self.y[rows]
+        part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
+        return part
+
+
+def _fits_on_device(X, device):
+    free, _ = torch.cuda.mem_get_info(device)
+    return X.element_size() * X.nelement() <= _DEVICE_MEMORY_FRACTION * free
+
+
+class TensorBatchIterator:
+    """Iterate over ``(X_batch, (y_batch, weight_batch))`` slices of a :class:`TensorData`.
+
+    Parameters
+    ----------
+    data : TensorData
+    batch_size : int
+    shuffle : bool
+        Draw a new permutation at every pass, from ``generator``.
+    generator : torch.Generator, optional
+        CPU generator for the permutations (reproducible shuffling).
+    """
+
+    def __init__(self, data, batch_size, shuffle=False, generator=None):
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self):
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.data)
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.data.device)
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            index = slice(start, stop) if order is None else order[start:stop]
+            y = None if self.data.y is None else self.data.y[index]
+            w = None if self.data.sample_weight is None else self.data.sample_weight[index]
+            yield self.data.features(index), (y, w)
+
+
+class TopKNet(NeuralNet):
+    """skorch net that trains on :class:`TensorData` with per-sample weights.
+
+    The criterion is called as ``criterion(scores, target, weight=...)``.
+    """
+
+    def __init__(self, *args, shuffle_generator=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shuffle_generator = shuffle_generator
+
+    def check_data(self, X, y=None):
+        if not isinstance(X, TensorData):
+            raise TypeError("TopKNet trains on sktopk._training.TensorData only.")
+
+    def get_dataset(self, X, y=None):
+        return X
+
+    def get_iterator(self, dataset, training=False):
+        return TensorBatchIterator(dataset, self.batch_size, shuffle=training,
+                                   generator=self.shuffle_generator)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        target, weight = y_true
+        return self.criterion_(y_pred, target, weight=weight)
+
+
+def iter_scores(module, data, batch_size):
+    """Yield the module's scores on ``data`` batch by batch, in eval mode, without grad."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(data), batch_size):
+                yield module(data.features(slice(start, start + batch_size)))
+    finally:
+        module.train(was_training)
+
+
+def top_k_hits(scores, target, k):
+    """Boolean tensor: is each target among the ``k`` highest scores of its row."""
+    k = min(k, scores.shape[1])
+    return (scores.topk(k, dim=1).indices == target.unsqueeze(1)).any(dim=1)
+
+
+def average_hits(hits, target, n_classes, average):
+    """Micro (all samples) or macro (mean over present classes) rate of ``hits``."""
+    hits = hits.float()
+    if average == "micro":
+        return float(hits.mean())
+    per_class = torch.zeros(n_classes, device=hits.device).index_add_(0, target, hits)
+    counts = torch.bincount(target, minlength=n_classes).float()
+    present = counts > 0
+    return float((per_class[present] / counts[present]).mean())
+
+
+class ValidationTopKAccuracy(Callback):
+    """Record the top-k accuracy on held-out data as ``valid_topk`` after each epoch."""
+
+    def __init__(self, data, k, n_classes, average="micro", batch_size=4096):
+        self.data = data
+        self.k = k
+        self.n_classes = n_classes
+        self.average = average
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, net, **kwargs):
+        hits = torch.cat([
+            top_k_hits(scores, self.data.y[start:start + len(scores)], self.k)
+            for start, scores in _with_offsets(iter_scores(net.module_, self.data,
+                                                           self.batch_size))
+        ])
+        value = average_hits(hits, self.data.y, self.n_classes, self.average)
+        net.history.record("valid_topk", value)
+
+
+def _with_offsets(batches):
+    start = 0
+    for batch in batches:
+        yield start, batch
+        start += len(batch)
+
+
+class FiniteLossGuard(Callback):
+    """Stop training with a clear error as soon as the training loss is NaN or infinite."""
+
+    def on_batch_end(self, net, batch=None, training=False, loss=None, **kwargs):
+        if training and loss is not None and not math.isfinite(value := loss.item()):
+            lr = getattr(net, "lr", None)
+            raise ValueError(
+                f"The training loss became {value} at epoch {len(net.history)}: the "
+                f"optimisation diverged. Lower learning_rate (now {lr}), standardise the "
+                "features, or check them for extreme values."
+            )
+
+
+def thread_budget():
+    """Threads a fit may use: the Dask worker's or the OMP_NUM_THREADS share, else None.
+
+    Parallel searches start one fit per worker; each torch fit would otherwise
+    use every core of the machine and they would oversubscribe it.
+    """
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        pass
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value and value.isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+@contextmanager
+def limited_torch_threads(n_threads):
+    """Run the block with at most ``n_threads`` torch intra-op threads."""
+    previous = torch.get_num_threads()
+    if n_threads is None or n_threads >= previous:
+        yield
+        return
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
