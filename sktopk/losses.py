@@ -3,11 +3,17 @@
 Each module has a functional twin in :mod:`sktopk.functional`.
 """
 
+from ._focal import FocalLoss
+from ._ldam import LDAMLoss
 from ._perturbed import PerturbedTopK
+from ._smooth_svm import SmoothTopKSVMLoss
 from ._topk_hinge import ImbalancedTopKHingeLoss, TopKHingeLoss
 
 __all__ = [
+    "FocalLoss",
     "ImbalancedTopKHingeLoss",
+    "LDAMLoss",
     "PerturbedTopK",
+    "SmoothTopKSVMLoss",
     "TopKHingeLoss",
 ]
