@@ -1,0 +1,469 @@
+"""Fused Triton kernel for the Monte-Carlo k-th largest value of ``x + epsilon * Z``.
+
+One pass over the scores computes, for every row ``i`` and draw ``b``, the k-th
+largest entry of ``x[i] + epsilon * Z[b, i]`` and its column, with the Gaussian
+noise generated in registers and never written to memory.
+
+Design
+------
+Mapping
+    A program owns ``rows_per_program`` whole rows and all their draws: its
+    ``LANES`` lanes are the (row, draw) pairs, draw fastest, so a row's scores are
+    loaded once per column tile for all its draws (the extra loads hit L1) and
+    the mean over the draws is taken in the program, without atomics. The
+    program walks the columns in tiles of ``BLOCK`` and keeps, per lane, a
+    running top-k list of ``K_PAD`` 64-bit keys (registers only, no (N, C, B)
+    buffer).
+Running top-k
+    A tile first only computes its per-lane maximum and compares it with the
+    lane's current k-th value (``v > threshold`` in float32); only when some
+    lane has a candidate (always in the first tile, then rarely: about
+    ``k * log(C / BLOCK)`` times per lane) does it build the keys and insert,
+    one candidate per lane per step, the largest remaining candidate in place
+    of the list's minimum.
+Keys and ties
+    A key is ``(order-preserving int32 image of the float32 value) << 32 |
+    (2**32 - 1 - column)``: one int64 comparison orders by value, then by
+    column, and keys of one lane are all distinct. Ties between equal perturbed
+    values are therefore broken towards the LOWER column index, and -0.0 ranks
+    just below +0.0. ``torch.topk`` documents no tie rule, so indices can
+    differ from the torch path only in a tie, an event of probability zero with
+    float32 noise (but not rare with float16/bfloat16 scores, whose perturbed
+    values are rounded to the input dtype as the torch path rounds them).
+Noise
+    ``Z[b, i, c]`` is output ``c % 4`` of Philox4x32-10 (``tl.philox``) at
+    counter ``(c // 4, i, b, tag)`` with the 64-bit key drawn from the caller's
+    torch generator; two uniforms become two normals by Box-Muller (Triton's
+    ``pair_uniform_to_normal``). ``tag`` is 0 for independent noise and 1 for
+    shared noise, where ``i`` is 0 for every row. The noise of a (row, draw)
+    thus depends only on the seed and on (b, i, c): not on the launch
+    configuration, nor on the number of rows.
+Seed
+    ``torch.randint(0, 2**62, (1,), generator=generator, device=x.device)``:
+    a device tensor read by the kernel, so there is no host synchronisation and
+    the call can be captured in a CUDA graph.
+Precision
+    Arithmetic is float32: ``fma(z, epsilon, x)``, one rounding, as torch's
+    ``add(x, z, alpha=epsilon)`` does for float32 on CPU and CUDA; for
+    float16/bfloat16 inputs the result is rounded to the input dtype (nearest
+    even), as the torch path, which adds in that dtype, does on CUDA (torch on
+    CPU rounds alpha, or the product, to the half dtype first, so there the two
+    paths can differ by an ulp). The draws are summed in float32 in the order
+    b = 0, 1, ... and divided as the torch path does on that device (a true
+    division on CPU, a multiplication by the float32 reciprocal of B on CUDA).
+    So, with the same explicit noise, float32 values and indices are bitwise
+    those of :func:`sktopk._perturbed.kth_largest_perturbed_torch`, ties aside.
+
+The module imports without Triton (``AVAILABLE`` is then False and nothing here
+can run): ``sktopk._triton_dispatch`` decides when to use it.
+"""
+
+import contextlib
+
+import numpy as np
+import torch
+
+try:  # Triton is optional: without it sktopk uses its torch path.
+    import triton
+    import triton.language as tl
+    from triton.language.extra import libdevice
+except Exception:  # ImportError, or a broken install raising something else
+    triton = None
+    tl = None
+
+AVAILABLE = triton is not None
+
+#: Largest k the kernel handles; beyond, the running list gets too long for registers.
+MAX_K = 64
+#: Largest number of draws: all the draws of a row live in one program.
+MAX_DRAWS = 1024
+# Elements of one (lanes x columns) tile: 16 per thread at 4 warps, about 110
+# registers on sm_90 (4096 needed about 200, halving the resident warps).
+_TILE_ELEMENTS = 2048
+
+if AVAILABLE:
+    # Keys below every real key: masked columns, then the unfilled slots of the
+    # running list (distinct, so that "the slot holding the minimum" is unique).
+    _KEY_MASKED = tl.constexpr(-(2**63))
+    _KEY_EMPTY = tl.constexpr(-(2**63) + 1)
+    # Padding slots of the running list beyond k: never the minimum.
+    _KEY_PAD = tl.constexpr(2**63 - 1)
+    _LOW_MASK = tl.constexpr(2**32 - 1)
+
+    @triton.jit
+    def _box_muller(u1, u2, FAST_MATH: tl.constexpr):
+        """Two independent standard normals from two uniforms on [0, 1)."""
+        u1 = tl.maximum(u1, 1.0e-7)  # log(0); truncates the normal at 5.7 sigma
+        angle = 6.283185307179586 * u2
+        if FAST_MATH:
+            # MUFU approximations (abs. error ~1e-6): libdevice's precise sinf/cosf
+            # carry a Payne-Hanek slow path that spills to local memory.
+            radius = tl.sqrt(-2.0 * libdevice.fast_logf(u1))
+            cos = libdevice.fast_cosf(angle)
+            sin = libdevice.fast_sinf(angle)
+        else:
+            radius = tl.sqrt(-2.0 * tl.log(u1))
+            cos = tl.cos(angle)
+            sin = tl.sin(angle)
+        return radius * cos, radius * sin
+
+    @triton.jit
+    def _gaussian_quads(seed, stream_row, stream_draw, stream_tag, groups,
+                        FAST_MATH: tl.constexpr):
+        """The four standard normals of each (lane, column group), shape (LANES, G) each.
+
+        ``stream_row`` and ``stream_draw`` are (LANES,), ``groups`` is (1, G).
+
+        Column ``4 g + j`` of a lane's stream is output ``j`` of Philox4x32-10 at
+        counter ``(g, stream_row, stream_draw, stream_tag)``.
+        """
+        zero = tl.zeros((stream_row.shape[0], groups.shape[1]), dtype=tl.uint32)
+        c0 = zero + groups.to(tl.uint32)
+        c1 = zero + stream_row.to(tl.uint32)[:, None]
+        c2 = zero + stream_draw.to(tl.uint32)[:, None]
+        c3 = zero + stream_tag
+        r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
+        n0, n1 = _box_muller(tl.uint_to_uniform_float(r0), tl.uint_to_uniform_float(r1),
+                             FAST_MATH)
+        n2, n3 = _box_muller(tl.uint_to_uniform_float(r2), tl.uint_to_uniform_float(r3),
+                             FAST_MATH)
+        return n0, n1, n2, n3
+
+    @triton.jit
+    def _round_to(v, dtype: tl.constexpr):
+        """float32 ``v`` rounded to nearest-even in ``dtype`` (float16/bfloat16), as float32."""
+        if dtype == tl.bfloat16:
+            # By hand: the interpreter's float32 -> bfloat16 cast truncates.
+            bits = v.to(tl.int32, bitcast=True)
+            bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
+            rounded = bits.to(tl.float32, bitcast=True)
+        else:
+            rounded = v.to(dtype).to(tl.float32)
+        return rounded
+
+    @triton.jit
+    def _perturb_quarter(x_rows, z_rows, noise, cols, valid, stride_xc, stride_zc, epsilon,
+                         EXPLICIT_NOISE: tl.constexpr, ROUND_TO_INPUT: tl.constexpr):
+        """``x + epsilon * z`` on the (1, G) columns ``cols``, -inf where masked.
+
+        ``x_rows`` and ``z_rows`` are (LANES, 1) row pointers.
+        """
+        x = tl.load(x_rows + cols * stride_xc, mask=valid, other=0.0)
+        if EXPLICIT_NOISE:
+            noise = tl.load(z_rows + cols * stride_zc, mask=valid, other=0.0)
+        # One rounding, like torch.add(x, z, alpha=epsilon) on CPU and CUDA.
+        v = tl.fma(noise.to(tl.float32), epsilon, x.to(tl.float32))
+        if ROUND_TO_INPUT:
+            v = _round_to(v, x.dtype)  # the torch path adds in the input dtype
+        return tl.where(valid, v, float("-inf"))
+
+    @triton.jit
+    def _encode_keys(v, cols, valid):
+        """int64 keys ordering (value, then lower column first); masked -> _KEY_MASKED."""
+        bits = v.to(tl.int32, bitcast=True)
+        # Flip the magnitude bits of negative floats: signed int order = float order.
+        ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+        low = _LOW_MASK - cols.to(tl.int64)
+        keys = (ordered.to(tl.int64) << 32) + low
+        return tl.where(valid, keys, _KEY_MASKED)
+
+    @triton.jit
+    def _decode_value(keys):
+        high = (keys >> 32).to(tl.int32)
+        bits = high ^ ((high >> 31) & 0x7FFFFFFF)
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _decode_column(keys):
+        return _LOW_MASK - (keys & _LOW_MASK)
+
+    @triton.jit
+    def _largest_key(k0, k1, k2, k3):
+        return tl.max(tl.maximum(tl.maximum(k0, k1), tl.maximum(k2, k3)), axis=1)
+
+    @triton.jit
+    def _insert_candidates(k0, k1, k2, k3, top):
+        """Merge a tile's keys (four (LANES, G) quarters) into the (LANES, K_PAD) top-k.
+
+        Each step moves, in every lane whose largest remaining key beats its
+        current minimum, that key into the minimum's slot; at most k steps.
+        """
+        threshold = tl.min(top, axis=1)
+        candidate = _largest_key(k0, k1, k2, k3)
+        better = candidate > threshold
+        n_better = tl.sum(better.to(tl.int32), axis=0)
+        while n_better > 0:
+            replace = (top == threshold[:, None]) & better[:, None]
+            top = tl.where(replace, candidate[:, None], top)
+            taken = candidate[:, None]
+            k0 = tl.where(k0 == taken, _KEY_MASKED, k0)
+            k1 = tl.where(k1 == taken, _KEY_MASKED, k1)
+            k2 = tl.where(k2 == taken, _KEY_MASKED, k2)
+            k3 = tl.where(k3 == taken, _KEY_MASKED, k3)
+            threshold = tl.min(top, axis=1)
+            candidate = _largest_key(k0, k1, k2, k3)
+            better = candidate > threshold
+            n_better = tl.sum(better.to(tl.int32), axis=0)
+        return top
+
+    @triton.jit
+    def _kth_perturbed_kernel(
+        x_ptr, noise_ptr, seed_ptr, values_ptr, indices_ptr,
+        n_rows, n_cols, n_draws, rows_per_program,
+        stride_xn, stride_xc, stride_zb, stride_zn, stride_zc,
+        epsilon, draws_f, inv_draws,
+        K: tl.constexpr, K_PAD: tl.constexpr, LANES: tl.constexpr, BLOCK: tl.constexpr,
+        ROWS_PAD: tl.constexpr, SHARED: tl.constexpr, EXPLICIT_NOISE: tl.constexpr,
+        ROUND_TO_INPUT: tl.constexpr, MEAN_BY_RECIPROCAL: tl.constexpr,
+        FAST_MATH: tl.constexpr,
+    ):
+        """k-th largest of ``x[i] + epsilon * Z[b, i]`` for this program's (row, draw) lanes.
+
+        Writes ``indices[i, b]`` (int64 column) and ``values[i]`` (mean over b).
+        ``EXPLICIT_NOISE`` reads Z from ``noise_ptr`` (shape (B, N or 1, C)) instead
+        of generating it: the testing hook against the torch path.
+
+        A tile of BLOCK columns is handled as four (LANES, BLOCK // 4) quarters,
+        quarter j holding the columns 4 g + j: Philox yields four numbers per
+        counter, and keeping them apart avoids an interleave (a shared-memory
+        layout conversion in the compiled kernel).
+        """
+        pid = tl.program_id(0)
+        lane = tl.arange(0, LANES)
+        row_in_program = lane // n_draws
+        draw = lane % n_draws
+        row = pid * rows_per_program + row_in_program
+        lane_ok = (row_in_program < rows_per_program) & (row < n_rows)
+        x_rows = x_ptr + row.to(tl.int64) * stride_xn
+        if SHARED:
+            stream_row = row * 0
+            stream_tag = 1
+        else:
+            stream_row = row
+            stream_tag = 0
+        z_rows = noise_ptr + draw.to(tl.int64) * stride_zb + stream_row.to(tl.int64) * stride_zn
+        if EXPLICIT_NOISE:
+            seed = 0
+        else:
+            seed = tl.load(seed_ptr)
+
+        slot = tl.arange(0, K_PAD)
+        empty = tl.where(slot < K, _KEY_EMPTY + slot.to(tl.int64), _KEY_PAD)
+        top = tl.zeros((LANES, K_PAD), dtype=tl.int64) + empty[None, :]
+        # float32 value of each lane's current k-th key (meaningless until k seen).
+        threshold = tl.full((LANES,), float("-inf"), dtype=tl.float32)
+
+        # Build the column tensors 2-D from the start: expanding 1-D ones inside
+        # the loop made the compiler convert layouts (a barrier each) every tile.
+        quad = tl.arange(0, BLOCK // 4)[None, :]
+        ok_lane = lane_ok[:, None]
+        x_rows = x_rows[:, None]
+        z_rows = z_rows[:, None]
+        for start in range(0, n_cols, BLOCK):
+            groups = start // 4 + quad
+            c0 = groups * 4
+            c1 = c0 + 1
+            c2 = c0 + 2
+            c3 = c0 + 3
+            ok0 = ok_lane & (c0 < n_cols)
+            ok1 = ok_lane & (c1 < n_cols)
+            ok2 = ok_lane & (c2 < n_cols)
+            ok3 = ok_lane & (c3 < n_cols)
+            if EXPLICIT_NOISE:
+                n0 = 0.0
+                n1 = 0.0
+                n2 = 0.0
+                n3 = 0.0
+            else:
+                n0, n1, n2, n3 = _gaussian_quads(seed, stream_row, draw, stream_tag, groups,
+                                                 FAST_MATH)
+            v0 = _perturb_quarter(x_rows, z_rows, n0, c0, ok0, stride_xc, stride_zc, epsilon,
+                                  EXPLICIT_NOISE, ROUND_TO_INPUT)
+            v1 = _perturb_quarter(x_rows, z_rows, n1, c1, ok1, stride_xc, stride_zc, epsilon,
+                                  EXPLICIT_NOISE, ROUND_TO_INPUT)
+            v2 = _perturb_quarter(x_rows, z_rows, n2, c2, ok2, stride_xc, stride_zc, epsilon,
+                                  EXPLICIT_NOISE, ROUND_TO_INPUT)
+            v3 = _perturb_quarter(x_rows, z_rows, n3, c3, ok3, stride_xc, stride_zc, epsilon,
+                                  EXPLICIT_NOISE, ROUND_TO_INPUT)
+            # Hot path: one whole-tile reduction (in-thread, then one shuffle tree)
+            # says whether any lane holds a value above its k-th so far. Equal
+            # values never enter (earlier columns win ties). The tiles before
+            # column k always insert, so every lane holds k keys after them.
+            t = threshold[:, None]
+            above = tl.maximum(tl.maximum(v0, v1), tl.maximum(v2, v3)) > t
+            if (tl.max(above.to(tl.int32)) > 0) | (start < K):
+                top = _insert_candidates(_encode_keys(v0, c0, ok0), _encode_keys(v1, c1, ok1),
+                                         _encode_keys(v2, c2, ok2), _encode_keys(v3, c3, ok3),
+                                         top)
+                threshold = _decode_value(tl.min(top, axis=1))
+
+        kth_key = tl.min(top, axis=1)
+        kth_value = _decode_value(kth_key)
+        kth_column = _decode_column(kth_key)
+        tl.store(indices_ptr + row.to(tl.int64) * n_draws + draw, kth_column, mask=lane_ok)
+
+        # Mean over draws, summed in draw order like the torch path: each step adds
+        # exactly one lane's value (the masked sum of one value and zeros is exact).
+        lanes_2d = tl.arange(0, LANES)[None, :]
+        lane_row_2d = lanes_2d // n_draws
+        lane_draw_2d = lanes_2d % n_draws
+        local = tl.arange(0, ROWS_PAD)
+        kth_2d = tl.where(lane_row_2d == local[:, None], kth_value[None, :], 0.0)
+        total = tl.zeros((ROWS_PAD,), dtype=tl.float32)
+        for b in range(0, n_draws):
+            total += tl.sum(tl.where(lane_draw_2d == b, kth_2d, 0.0), axis=1)
+        if MEAN_BY_RECIPROCAL:
+            mean = total * inv_draws  # torch on CUDA divides by a scalar this way
+        else:
+            mean = tl.math.div_rn(total, draws_f)
+        out_rows = pid * rows_per_program + local
+        out_ok = (local < rows_per_program) & (out_rows < n_rows)
+        if ROUND_TO_INPUT:
+            mean = _round_to(mean, values_ptr.dtype.element_ty)
+        tl.store(values_ptr + out_rows, mean.to(values_ptr.dtype.element_ty), mask=out_ok)
+
+    @triton.jit
+    def _gaussian_dump_kernel(seed_ptr, out_ptr, n_stream_rows, n_cols, stream_tag,
+                              BLOCK: tl.constexpr, FAST_MATH: tl.constexpr):
+        """Write the kernel's noise Z[b, i, :] for program (b * n_stream_rows + i): tests only."""
+        pid = tl.program_id(0)
+        draw = pid // n_stream_rows
+        row = pid % n_stream_rows
+        seed = tl.load(seed_ptr)
+        one = tl.zeros((1,), dtype=tl.int32)
+        out_row = out_ptr + pid.to(tl.int64) * n_cols
+        for start in range(0, n_cols, BLOCK):
+            groups = start // 4 + tl.arange(0, BLOCK // 4)[None, :]
+            n0, n1, n2, n3 = _gaussian_quads(seed, one + row, one + draw, stream_tag, groups,
+                                             FAST_MATH)
+            cols = groups * 4
+            tl.store(out_row + cols, n0, mask=cols < n_cols)
+            tl.store(out_row + cols + 1, n1, mask=cols + 1 < n_cols)
+            tl.store(out_row + cols + 2, n2, mask=cols + 2 < n_cols)
+            tl.store(out_row + cols + 3, n3, mask=cols + 3 < n_cols)
+
+
+def _next_power_of_2(n):
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def launch_config(n_cols, n_draws):
+    """Choose ``(lanes, block, num_warps)`` for a call; results do not depend on it.
+
+    Lanes are (row, draw) pairs of whole rows: prefer the smallest power of two
+    >= 16 that wastes under 10% of its lanes (16 for B = 5, 32 for B = 10), and
+    let a tile hold about ``_TILE_ELEMENTS`` values.
+    """
+    lanes = max(16, _next_power_of_2(n_draws))
+    while lanes < 64 and (lanes // n_draws) * n_draws < 0.9 * lanes:
+        lanes *= 2
+    block = max(4, min(_next_power_of_2(n_cols), _TILE_ELEMENTS // lanes))
+    # Few columns: widen to more rows per program rather than idle columns.
+    lanes = max(lanes, _TILE_ELEMENTS // block)
+    return lanes, block, 4
+
+
+def _fast_math(device):
+    # libdevice's fast_* exist on NVIDIA only; the interpreter runs no libdevice.
+    return device.type == "cuda" and torch.version.hip is None
+
+
+def _on_device(device):
+    # Triton launches on the current CUDA device, which need not be x's.
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _draw_seed(generator, device):
+    # A device tensor: the kernel reads it, so no host sync and graph-capturable.
+    return torch.randint(0, 2**62, (1,), dtype=torch.int64, generator=generator, device=device)
+
+
+def kth_largest_perturbed_triton(x, k, epsilon, n_perturbations, generator=None,
+                                 noise="independent", *, seed=None, explicit_noise=None,
+                                 config=None):
+    """Fused-kernel twin of :func:`sktopk._perturbed.kth_largest_perturbed_torch`.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (N, C)
+        float32, float16 or bfloat16 scores, on CUDA (or on CPU under
+        ``TRITON_INTERPRET=1``). Any strides.
+    k, epsilon, n_perturbations, generator, noise
+        As in :func:`sktopk._perturbed.kth_largest_perturbed_torch`. ``generator``
+        is used once per call, for the Philox key.
+    seed : torch.Tensor of shape (1,), int64, optional
+        The Philox key on ``x``'s device, instead of drawing it from ``generator``
+        (tests and benchmarks).
+    explicit_noise : torch.Tensor of shape (B, N, C) or (B, 1, C), optional
+        Read the noise from this tensor instead of generating it (the testing
+        hook: the same noise as the torch path gives the same results).
+    config : tuple (lanes, block, num_warps), optional
+        Launch configuration, default :func:`launch_config`. Results do not
+        depend on it.
+
+    Returns
+    -------
+    values : torch.Tensor of shape (N,), x.dtype
+        Mean over the draws of the k-th largest perturbed value.
+    indices : torch.Tensor of shape (N, B), int64
+        Column of the k-th largest perturbed value for each draw.
+    """
+    if not AVAILABLE:
+        raise RuntimeError("Triton is not installed: use kth_largest_perturbed_torch.")
+    n_rows, n_cols = x.shape
+    if epsilon == 0.0 or n_perturbations > MAX_DRAWS or not 1 <= k <= min(MAX_K, n_cols):
+        from ._perturbed import kth_largest_perturbed_torch
+
+        return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
+    values = torch.empty(n_rows, dtype=x.dtype, device=x.device)
+    indices = torch.empty((n_rows, n_perturbations), dtype=torch.int64, device=x.device)
+    if n_rows == 0:
+        return values, indices
+    lanes, block, num_warps = config or launch_config(n_cols, n_perturbations)
+    if lanes < n_perturbations or block % 4:
+        raise ValueError(f"bad launch config {config}: need lanes >= B and block % 4 == 0.")
+    rows_per_program = lanes // n_perturbations
+    if explicit_noise is not None:
+        stream_rows = 1 if noise == "shared" else n_rows
+        expected = (n_perturbations, stream_rows, n_cols)
+        if tuple(explicit_noise.shape) != expected:
+            raise ValueError(f"explicit_noise must have shape {expected}, "
+                             f"got {tuple(explicit_noise.shape)}.")
+        noise_arg, noise_strides = explicit_noise, explicit_noise.stride()
+        seed_arg = values  # unused: any pointer will do
+    else:
+        noise_arg, noise_strides = values, (0, 0, 0)
+        seed_arg = _draw_seed(generator, x.device) if seed is None else seed
+    grid = (triton.cdiv(n_rows, rows_per_program),)
+    with _on_device(x.device):
+        _kth_perturbed_kernel[grid](
+            x, noise_arg, seed_arg, values, indices,
+            n_rows, n_cols, n_perturbations, rows_per_program,
+            x.stride(0), x.stride(1), *noise_strides,
+            float(epsilon), float(n_perturbations),
+            float(np.float32(1.0) / np.float32(n_perturbations)),
+            K=k, K_PAD=max(2, _next_power_of_2(k)), LANES=lanes, BLOCK=block,
+            ROWS_PAD=max(2, _next_power_of_2(rows_per_program)),
+            SHARED=noise == "shared", EXPLICIT_NOISE=explicit_noise is not None,
+            ROUND_TO_INPUT=x.dtype != torch.float32,
+            MEAN_BY_RECIPROCAL=x.device.type == "cuda",
+            FAST_MATH=_fast_math(x.device), num_warps=num_warps,
+        )
+    return values, indices
+
+
+def generated_noise(seed, n_rows, n_cols, n_draws, noise="independent", block=64):
+    """The noise Z (B, N or 1, C), float32, that the kernel generates for ``seed``.
+
+    For tests and checks only: the kernel itself never stores it.
+    """
+    if not AVAILABLE:
+        raise RuntimeError("Triton is not installed.")
+    stream_rows = 1 if noise == "shared" else n_rows
+    out = torch.empty((n_draws, stream_rows, n_cols), dtype=torch.float32, device=seed.device)
+    with _on_device(seed.device):
+        _gaussian_dump_kernel[(n_draws * stream_rows,)](
+            seed, out, stream_rows, n_cols, 1 if noise == "shared" else 0, BLOCK=block,
+            FAST_MATH=_fast_math(seed.device),
+        )
+    return out
