@@ -15,9 +15,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping, ProgressBar
 
+from ._focal import FocalLoss
+from ._ldam import LDAMLoss
 from ._margins import class_margins
 from ._modules import ACTIVATIONS, MLP
 from ._ranking import top_k_indices
+from ._smooth_svm import SmoothTopKSVMLoss
 from ._topk_hinge import ImbalancedTopKHingeLoss, TopKHingeLoss
 from ._training import (
     FiniteLossGuard,
@@ -632,9 +635,6 @@ class TopKClassifier(_BaseTopKClassifier):
             return TopKHingeLoss(self.k_, self.epsilon, self.n_perturbations,
                                  generator=self._loss_generator(device, self._seeds["loss"]),
                                  **params)
-        from ._focal import FocalLoss  # TEMP lazy until baselines land
-        from ._smooth_svm import SmoothTopKSVMLoss
-
         if self.loss == "smooth_svm":
             return SmoothTopKSVMLoss(k=self.k_, **params)
         if self.loss == "focal":
@@ -736,8 +736,6 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
 
     def _build_criterion(self, n_classes, device):
         params = dict(self.loss_params or {})
-        from ._ldam import LDAMLoss  # TEMP
-
         if self.loss == "ldam":
             return LDAMLoss(self.class_counts_, max_margin=self.max_margin, scale=self.scale,
                             **params)
