@@ -10,7 +10,6 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping, ProgressBar
@@ -396,7 +395,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self._raw_scores(X), axis=1)]
+        scores = self._raw_scores(X)  # checks fitted first
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_topk(self, X, k=None):
         """The ``k`` most likely classes of each sample, best first.
@@ -439,9 +439,14 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             )
         return True
 
-    @available_if(_check_proba)
-    def predict_proba(self, X):
+    @property
+    def predict_proba(self):
         """Class probabilities (softmax of the scores); only for probabilistic losses.
+
+        Available with loss "cross_entropy" or "focal" (and "ldam" for
+        :class:`ImbalancedTopKClassifier`); with a hinge loss, accessing it raises
+        AttributeError, so ``hasattr(clf, "predict_proba")`` is False and sklearn
+        tools fall back to ``decision_function``.
 
         Parameters
         ----------
@@ -451,6 +456,12 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
+        # A property, not sklearn's available_if: that one replaces the message
+        # below (which says what to do instead) by a generic one.
+        self._check_proba()
+        return self._predict_proba
+
+    def _predict_proba(self, X):
         logits = torch.from_numpy(self._raw_scores(X) * self._logit_scale())
         return torch.softmax(logits, dim=1).numpy()
 

