@@ -551,7 +551,7 @@ _SHARED_PARAMS_DOC = """
     ----------
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Defined when X has feature names that are all strings.
     k_ : int
         The k the loss was trained with (``k``, or ``n_classes - 1`` if smaller).
@@ -567,7 +567,8 @@ _SHARED_PARAMS_DOC = """
 
 
 class TopKClassifier(_BaseTopKClassifier):
-    """Neural network classifier trained with the smoothed top-K hinge loss.
+    # Assigned, not a bare string: a concatenated string is not a docstring.
+    __doc__ = """Neural network classifier trained with the smoothed top-K hinge loss.
 
     An MLP (or your own torch module) trained on CPU or GPU with the balanced loss
     ``relu(1 + T_{K+1}(s) - s_y)`` of Garcin et al. (2022), or a baseline loss on
@@ -654,7 +655,9 @@ class TopKClassifier(_BaseTopKClassifier):
 
 
 class ImbalancedTopKClassifier(_BaseTopKClassifier):
-    """Top-K classifier for long-tailed classes: imbalanced smoothed hinge on a cosine head.
+    # Assigned, not a bare string: a concatenated string is not a docstring.
+    __doc__ = (
+        """Top-K classifier for long-tailed classes: imbalanced smoothed hinge on a cosine head.
 
     The network's last layer scores by cosine similarity, and the loss is
     ``relu(scale * (m_y + T_{K+1}(s) - s_y))`` with margins ``m_c`` proportional to
@@ -692,7 +695,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
     >>> clf = ImbalancedTopKClassifier(k=2, max_epochs=20, random_state=0).fit(X, y)
     >>> clf.margins_.argmax() == clf.class_counts_.argmin()
     np.True_
-    """
+    """)
 
     _losses = ("topk_hinge", "ldam")
     _probabilistic_losses = ("ldam",)
