@@ -17,6 +17,7 @@ name added to or removed from a module shows up or disappears without editing
 """
 
 import importlib
+import importlib.util
 import inspect
 import os
 import shutil
@@ -114,6 +115,10 @@ html_sidebars = {"index": [], "getting_started": [], "references": [], "benchmar
 #: Public modules documented in api.rst, in the order of the page.
 API_MODULES = ("sktopk", "sktopk.losses", "sktopk.functional", "sktopk.metrics",
                "sktopk.datasets")
+#: Public modules that may not exist yet in a checkout: module -> section title.
+#: Each gets a section at the end of api.rst, with its module docstring and a
+#: table of its ``__all__``, once it is importable.
+OPTIONAL_API_MODULES = {"sktopk.parallel": "Dask clusters: ``sktopk.parallel``"}
 GENERATED = DOCS / "generated"
 
 # Methods that sklearn adds to every estimator for metadata routing: documented
@@ -152,6 +157,10 @@ def _stub(module_name, name, obj):
     return "\n".join(lines) + "\n"
 
 
+def _present_optional_modules():
+    return [name for name in OPTIONAL_API_MODULES if importlib.util.find_spec(name) is not None]
+
+
 def write_api_stubs():
     """Write one page per public object to ``docs/generated/``; delete stale ones.
 
@@ -159,7 +168,7 @@ def write_api_stubs():
     """
     GENERATED.mkdir(exist_ok=True)
     wanted = {}
-    for module_name in API_MODULES:
+    for module_name in (*API_MODULES, *_present_optional_modules()):
         module, names = _public_names(module_name)
         for name in names:
             obj = getattr(module, name)
@@ -221,6 +230,19 @@ class APITable(SphinxDirective):
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 
+def add_optional_api_sections(app, docname, source):
+    """Append a section to api.rst for each optional public module that exists."""
+    if docname != "api":
+        return
+    for module_name in _present_optional_modules():
+        title = OPTIONAL_API_MODULES[module_name]
+        source[0] += (
+            f"\n\n{title}\n{'=' * len(title)}\n\n"
+            f".. automodule:: {module_name}\n   :no-members:\n   :no-index:\n\n"
+            f".. api-table:: {module_name}\n   :remaining:\n"
+        )
+
+
 def add_benchmark_results(app, docname, source):
     """Append benchmarks/RESULTS.md, verbatim, to the benchmarks page when it exists."""
     if docname != "benchmarks" or not RESULTS.is_file():
@@ -246,11 +268,12 @@ def add_optional_pages(app, docname, source):
 
 def reread_generated_content(app, env, added, changed, removed):
     # RESULTS.md or an optional page may have appeared since the last build.
-    return [doc for doc in ("benchmarks", *OPTIONAL_PAGES) if doc in env.found_docs]
+    return [doc for doc in ("api", "benchmarks", *OPTIONAL_PAGES) if doc in env.found_docs]
 
 
 def setup(app):
     app.add_directive("api-table", APITable)
+    app.connect("source-read", add_optional_api_sections)
     app.connect("source-read", add_benchmark_results)
     app.connect("source-read", add_optional_pages)
     app.connect("env-get-outdated", reread_generated_content)
