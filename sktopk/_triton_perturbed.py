@@ -7,41 +7,58 @@ noise generated in registers and never written to memory.
 Design
 ------
 Mapping
-    A program owns ``rows_per_program`` whole rows and all their draws: its
-    ``LANES`` lanes are the (row, draw) pairs, draw fastest, so a row's scores are
-    loaded once per column tile for all its draws (the extra loads hit L1) and
-    the mean over the draws is taken in the program, without atomics. The
-    program walks the columns in tiles of ``BLOCK`` and keeps, per lane, a
-    running top-k list of ``K_PAD`` 64-bit keys (registers only, no (N, C, B)
-    buffer).
+    A program owns ``LANES // B`` whole rows and all their draws: its ``LANES``
+    lanes are the (row, draw) pairs, draw fastest (``launch_config`` picks
+    ``LANES`` so that few lanes idle: 32 for B = 10, 16 for B = 5). The program
+    walks the columns in tiles of ``BLOCK``, each handled as four
+    (LANES, BLOCK / 4) quarters (quarter j holds the columns 4 g + j, the j-th
+    output of one Philox call), and keeps per lane a running top-k list of
+    ``K_PAD`` 64-bit keys in registers. The lanes of a row load the same
+    scores (L1 hits), so the scores are read from memory about once; the mean
+    over the draws is taken in the program, in draw order, without atomics.
+Memory
+    Nothing of size (N, C, B), nor (N, C): the outputs, (N,) values and (N, B)
+    int64 indices, and an 8-byte seed are all the kernel allocates.
 Running top-k
-    A tile first only computes its per-lane maximum and compares it with the
-    lane's current k-th value (``v > threshold`` in float32); only when some
-    lane has a candidate (always in the first tile, then rarely: about
-    ``k * log(C / BLOCK)`` times per lane) does it build the keys and insert,
-    one candidate per lane per step, the largest remaining candidate in place
-    of the list's minimum.
+    The hot loop per tile is: Philox + Box-Muller, ``fma``, and ONE whole-tile
+    reduction that says whether any lane holds a value above its current k-th
+    (``v > threshold``, float32). Only then (always for the tiles before column
+    k) does the program count each lane's candidates and run
+    ``min(k, most candidates in a lane)`` insertion steps, each moving every
+    lane's largest remaining candidate into the slot of its list's minimum if
+    it beats it. A lane inserts about ``k * log(C / k)`` times over a row, but
+    the steps are shared by the program's lanes, so with 32 lanes most tiles of
+    a C = 10000 row take a step or two: about as much work again as the noise
+    (see ``benchmarks/gpu_check.py``'s sweep for the tile shapes).
 Keys and ties
     A key is ``(order-preserving int32 image of the float32 value) << 32 |
     (2**32 - 1 - column)``: one int64 comparison orders by value, then by
-    column, and keys of one lane are all distinct. Ties between equal perturbed
-    values are therefore broken towards the LOWER column index, and -0.0 ranks
-    just below +0.0. ``torch.topk`` documents no tie rule, so indices can
-    differ from the torch path only in a tie, an event of probability zero with
-    float32 noise (but not rare with float16/bfloat16 scores, whose perturbed
-    values are rounded to the input dtype as the torch path rounds them).
+    column, and the keys of one lane are all distinct. Ties between equal
+    perturbed values are therefore broken towards the LOWER column index (a
+    later equal value never passes ``v > threshold`` either); only -0.0 against
+    +0.0 may go either way. ``torch.topk`` documents no tie rule, so indices can
+    differ from the torch path only in a tie: probability zero with float32
+    noise, but not rare for float16/bfloat16 scores, whose perturbed values are
+    rounded to the input dtype as the torch path rounds them. The k-th VALUE
+    is the same either way.
 Noise
-    ``Z[b, i, c]`` is output ``c % 4`` of Philox4x32-10 (``tl.philox``) at
+    ``Z[b, i, c]`` is normal ``c % 4`` from Philox4x32-10 (``tl.philox``) at
     counter ``(c // 4, i, b, tag)`` with the 64-bit key drawn from the caller's
-    torch generator; two uniforms become two normals by Box-Muller (Triton's
-    ``pair_uniform_to_normal``). ``tag`` is 0 for independent noise and 1 for
-    shared noise, where ``i`` is 0 for every row. The noise of a (row, draw)
-    thus depends only on the seed and on (b, i, c): not on the launch
-    configuration, nor on the number of rows.
+    torch generator; each pair of 32-bit outputs becomes two normals by
+    Box-Muller (uniforms with 2**-31 resolution, so |Z| <= 5.7). ``tag`` is 0
+    for independent noise and 1 for shared noise, where ``i`` is 0 for every
+    row. The noise of a (row, draw) thus depends only on the seed and on
+    (b, i, c): not on the launch configuration, nor on the number of rows. On
+    NVIDIA GPUs the log/sin/cos are the MUFU approximations (absolute error
+    about 1e-6; libdevice's precise sinf/cosf spill a Payne-Hanek slow path to
+    local memory), under the interpreter the precise ones: the same seed gives
+    the same noise on the same kind of device, not bitwise across the two.
 Seed
     ``torch.randint(0, 2**62, (1,), generator=generator, device=x.device)``:
     a device tensor read by the kernel, so there is no host synchronisation and
-    the call can be captured in a CUDA graph.
+    the call can be captured in a CUDA graph. It consumes the generator
+    differently from the torch path: the two paths draw different noise from
+    the same seeded generator (same distribution).
 Precision
     Arithmetic is float32: ``fma(z, epsilon, x)``, one rounding, as torch's
     ``add(x, z, alpha=epsilon)`` does for float32 on CPU and CUDA; for
@@ -89,6 +106,7 @@ if AVAILABLE:
     # Padding slots of the running list beyond k: never the minimum.
     _KEY_PAD = tl.constexpr(2**63 - 1)
     _LOW_MASK = tl.constexpr(2**32 - 1)
+    _NO_COLUMN = tl.constexpr(2**31 - 1)
 
     @triton.jit
     def _box_muller(u1, u2, FAST_MATH: tl.constexpr):
@@ -158,14 +176,12 @@ if AVAILABLE:
         return tl.where(valid, v, float("-inf"))
 
     @triton.jit
-    def _encode_keys(v, cols, valid):
-        """int64 keys ordering (value, then lower column first); masked -> _KEY_MASKED."""
-        bits = v.to(tl.int32, bitcast=True)
+    def _encode_keys(value, column):
+        """int64 keys ordering by value, then lower column first."""
+        bits = value.to(tl.int32, bitcast=True)
         # Flip the magnitude bits of negative floats: signed int order = float order.
         ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-        low = _LOW_MASK - cols.to(tl.int64)
-        keys = (ordered.to(tl.int64) << 32) + low
-        return tl.where(valid, keys, _KEY_MASKED)
+        return (ordered.to(tl.int64) << 32) + (_LOW_MASK - column.to(tl.int64))
 
     @triton.jit
     def _decode_value(keys):
@@ -178,32 +194,54 @@ if AVAILABLE:
         return _LOW_MASK - (keys & _LOW_MASK)
 
     @triton.jit
-    def _largest_key(k0, k1, k2, k3):
-        return tl.max(tl.maximum(tl.maximum(k0, k1), tl.maximum(k2, k3)), axis=1)
+    def _best_candidate(w0, w1, w2, w3, c0, c1, c2, c3):
+        """Per lane: the largest remaining value, its lowest column among equals, its key."""
+        best = tl.max(tl.maximum(tl.maximum(w0, w1), tl.maximum(w2, w3)), axis=1)
+        at = best[:, None]
+        col = tl.minimum(
+            tl.minimum(tl.min(tl.where(w0 == at, c0, _NO_COLUMN), axis=1),
+                       tl.min(tl.where(w1 == at, c1, _NO_COLUMN), axis=1)),
+            tl.minimum(tl.min(tl.where(w2 == at, c2, _NO_COLUMN), axis=1),
+                       tl.min(tl.where(w3 == at, c3, _NO_COLUMN), axis=1)))
+        # -0.0 == +0.0: key them alike so that equal values order by column only.
+        key = _encode_keys(tl.where(best == 0.0, 0.0, best), col)
+        return best, col, key
 
     @triton.jit
-    def _insert_candidates(k0, k1, k2, k3, top):
-        """Merge a tile's keys (four (LANES, G) quarters) into the (LANES, K_PAD) top-k.
+    def _insert_candidates(v0, v1, v2, v3, c0, c1, c2, c3, ok0, ok1, ok2, ok3, top, threshold,
+                           forced, K: tl.constexpr):
+        """Merge a tile (four (LANES, G) quarters of values, (1, G) columns) into the top-k.
 
-        Each step moves, in every lane whose largest remaining key beats its
-        current minimum, that key into the minimum's slot; at most k steps.
+        Each step moves, in every lane whose largest remaining value beats its
+        current k-th (by key: value, then lower column), that value's key into
+        the slot of the list's minimum. The candidates of a lane are the values
+        above its k-th (``threshold``, float32), taken in decreasing order: once
+        one fails, all later ones do, and at most K succeed, so min(K, most
+        candidates in a lane) steps suffice (K when ``forced``: the lists are not
+        full yet). The step count is reduced across lanes once, so the steps
+        themselves need no block-wide synchronisation. Work over the tile is in
+        float32 and int32; int64 only per lane.
         """
-        threshold = tl.min(top, axis=1)
-        candidate = _largest_key(k0, k1, k2, k3)
-        better = candidate > threshold
-        n_better = tl.sum(better.to(tl.int32), axis=0)
-        while n_better > 0:
-            replace = (top == threshold[:, None]) & better[:, None]
-            top = tl.where(replace, candidate[:, None], top)
-            taken = candidate[:, None]
-            k0 = tl.where(k0 == taken, _KEY_MASKED, k0)
-            k1 = tl.where(k1 == taken, _KEY_MASKED, k1)
-            k2 = tl.where(k2 == taken, _KEY_MASKED, k2)
-            k3 = tl.where(k3 == taken, _KEY_MASKED, k3)
-            threshold = tl.min(top, axis=1)
-            candidate = _largest_key(k0, k1, k2, k3)
-            better = candidate > threshold
-            n_better = tl.sum(better.to(tl.int32), axis=0)
+        # -inf marks masked and already taken entries: real values are kept
+        # finite from below (an overflow to -inf becomes -FLT_MAX).
+        w0 = tl.where(ok0, tl.maximum(v0, -3.4028234663852886e38), float("-inf"))
+        w1 = tl.where(ok1, tl.maximum(v1, -3.4028234663852886e38), float("-inf"))
+        w2 = tl.where(ok2, tl.maximum(v2, -3.4028234663852886e38), float("-inf"))
+        w3 = tl.where(ok3, tl.maximum(v3, -3.4028234663852886e38), float("-inf"))
+        t = threshold[:, None]
+        above = (tl.sum((w0 > t).to(tl.int32), axis=1) + tl.sum((w1 > t).to(tl.int32), axis=1)
+                 + tl.sum((w2 > t).to(tl.int32), axis=1) + tl.sum((w3 > t).to(tl.int32), axis=1))
+        n_steps = tl.where(forced, K, tl.minimum(tl.max(above, axis=0), K))
+        for _ in range(0, n_steps):
+            kth_key = tl.min(top, axis=1)
+            best, col, key = _best_candidate(w0, w1, w2, w3, c0, c1, c2, c3)
+            better = (best > float("-inf")) & (key > kth_key)
+            top = tl.where((top == kth_key[:, None]) & better[:, None], key[:, None], top)
+            taken = col[:, None]
+            w0 = tl.where(c0 == taken, float("-inf"), w0)
+            w1 = tl.where(c1 == taken, float("-inf"), w1)
+            w2 = tl.where(c2 == taken, float("-inf"), w2)
+            w3 = tl.where(c3 == taken, float("-inf"), w3)
         return top
 
     @triton.jit
@@ -291,10 +329,10 @@ if AVAILABLE:
             # column k always insert, so every lane holds k keys after them.
             t = threshold[:, None]
             above = tl.maximum(tl.maximum(v0, v1), tl.maximum(v2, v3)) > t
-            if (tl.max(above.to(tl.int32)) > 0) | (start < K):
-                top = _insert_candidates(_encode_keys(v0, c0, ok0), _encode_keys(v1, c1, ok1),
-                                         _encode_keys(v2, c2, ok2), _encode_keys(v3, c3, ok3),
-                                         top)
+            forced = start < K
+            if (tl.max(above.to(tl.int32)) > 0) | forced:
+                top = _insert_candidates(v0, v1, v2, v3, c0, c1, c2, c3, ok0, ok1, ok2, ok3,
+                                         top, threshold, forced, K)
                 threshold = _decode_value(tl.min(top, axis=1))
 
         kth_key = tl.min(top, axis=1)

@@ -51,7 +51,8 @@ def _check_explicit_noise_bitwise_equal_to_torch_path():
     # k (1, a few, k = C), noise modes, single and multi-tile configurations,
     # lanes not filled by whole rows and N not a multiple of the rows per program.
     cases = [(5, 37, 3, 4, None), (7, 37, 3, 1, (8, 16, 2)), (4, 50, 5, 7, (16, 8, 4)),
-             (3, 9, 2, 9, (4, 4, 1)), (6, 120, 4, 20, (8, 8, 4)), (1, 64, 1, 2, None)]
+             (3, 9, 2, 9, (4, 4, 1)), (6, 64, 4, 20, (8, 8, 4)), (1, 64, 1, 2, None),
+             (2, 70, 2, 64, (4, 32, 2))]
     for n_rows, n_cols, n_draws, k, config in cases:
         x = torch.randn(n_rows, n_cols, generator=torch.Generator().manual_seed(n_cols))
         for noise in ("independent", "shared"):
@@ -60,6 +61,22 @@ def _check_explicit_noise_bitwise_equal_to_torch_path():
             assert i.shape == (n_rows, n_draws) and v.shape == (n_rows,)
             assert torch.equal(i, ref_i), (n_rows, n_cols, n_draws, k, config, noise)
             assert torch.equal(v, ref_v), (n_rows, n_cols, n_draws, k, config, noise)
+
+
+def _check_tie_rule_lower_column_first():
+    # Equal perturbed values (zero explicit noise) rank by lower column first,
+    # also when the tied columns straddle tiles and programs.
+    from sktopk._triton_perturbed import kth_largest_perturbed_triton
+
+    x = torch.zeros(3, 13)
+    x[0, [2, 5, 6, 11]] = 1.0  # k = 3 -> the third 1.0: column 6
+    x[1, :] = 2.0  # all tied: k-th is column k - 1
+    x[2, [0, 12]] = 5.0  # k = 3 -> the first 0.0: column 1
+    z = torch.zeros(2, 3, 13)
+    for config in (None, (2, 4, 1), (8, 8, 2)):
+        v, i = kth_largest_perturbed_triton(x, 3, 0.5, 2, explicit_noise=z, config=config)
+        assert i.tolist() == [[6, 6], [2, 2], [1, 1]], (config, i.tolist())
+        assert v.tolist() == [1.0, 2.0, 0.0]
 
 
 def _check_half_precision_rounds_like_the_torch_path():
