@@ -92,7 +92,8 @@ AVAILABLE = triton is not None
 
 #: Largest k the kernel handles; beyond, the running list gets too long for registers.
 MAX_K = 64
-#: Largest number of draws: all the draws of a row live in one program.
+#: Largest number of draws: all the draws of a row live in one program (and
+#: B * next_pow2(k) <= 16384: the running lists must fit in registers).
 MAX_DRAWS = 1024
 # Elements of one (lanes x columns) tile: 16 per thread at 4 warps, about 110
 # registers on sm_90 (4096 needed about 200, halving the resident warps).
@@ -385,12 +386,13 @@ def _next_power_of_2(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def launch_config(n_cols, n_draws):
+def launch_config(n_cols, n_draws, k=8):
     """Choose ``(lanes, block, num_warps)`` for a call; results do not depend on it.
 
     Lanes are (row, draw) pairs of whole rows: prefer the smallest power of two
     >= 16 that wastes under 10% of its lanes (16 for B = 5, 32 for B = 10), and
-    let a tile hold about ``_TILE_ELEMENTS`` values.
+    let a tile hold about ``_TILE_ELEMENTS`` values. More warps only when the
+    running lists (lanes x next_pow2(k) int64) would crowd the registers.
     """
     lanes = max(16, _next_power_of_2(n_draws))
     while lanes < 64 and (lanes // n_draws) * n_draws < 0.9 * lanes:
@@ -398,7 +400,9 @@ def launch_config(n_cols, n_draws):
     block = max(4, min(_next_power_of_2(n_cols), _TILE_ELEMENTS // lanes))
     # Few columns: widen to more rows per program rather than idle columns.
     lanes = max(lanes, _TILE_ELEMENTS // block)
-    return lanes, block, 4
+    list_slots = lanes * max(2, _next_power_of_2(k))
+    num_warps = min(16, max(4, _next_power_of_2(list_slots // 1024)))
+    return lanes, block, num_warps
 
 
 def _fast_math(device):
@@ -449,7 +453,9 @@ def kth_largest_perturbed_triton(x, k, epsilon, n_perturbations, generator=None,
     if not AVAILABLE:
         raise RuntimeError("Triton is not installed: use kth_largest_perturbed_torch.")
     n_rows, n_cols = x.shape
-    if epsilon == 0.0 or n_perturbations > MAX_DRAWS or not 1 <= k <= min(MAX_K, n_cols):
+    too_big = n_perturbations > MAX_DRAWS or n_perturbations * _next_power_of_2(k) > 16384
+    if epsilon == 0.0 or too_big or not 1 <= k <= min(MAX_K, n_cols):
+        # Cases the kernel does not cover (or would spill registers on).
         from ._perturbed import kth_largest_perturbed_torch
 
         return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
@@ -457,7 +463,7 @@ def kth_largest_perturbed_triton(x, k, epsilon, n_perturbations, generator=None,
     indices = torch.empty((n_rows, n_perturbations), dtype=torch.int64, device=x.device)
     if n_rows == 0:
         return values, indices
-    lanes, block, num_warps = config or launch_config(n_cols, n_perturbations)
+    lanes, block, num_warps = config or launch_config(n_cols, n_perturbations, k)
     if lanes < n_perturbations or block % 4:
         raise ValueError(f"bad launch config {config}: need lanes >= B and block % 4 == 0.")
     rows_per_program = lanes // n_perturbations
