@@ -35,8 +35,9 @@ Keys and ties
     (2**32 - 1 - column)``: one int64 comparison orders by value, then by
     column, and the keys of one lane are all distinct. Ties between equal
     perturbed values are therefore broken towards the LOWER column index (a
-    later equal value never passes ``v > threshold`` either); only -0.0 against
-    +0.0 may go either way. ``torch.topk`` documents no tie rule, so indices can
+    later equal value never passes ``v > threshold`` either); -0.0 is keyed as
+    +0.0, so it ties with it (and a k-th value of -0.0 comes back as +0.0).
+    ``torch.topk`` documents no tie rule, so indices can
     differ from the torch path only in a tie: probability zero with float32
     noise, but not rare for float16/bfloat16 scores, whose perturbed values are
     rounded to the input dtype as the torch path rounds them. The k-th VALUE
@@ -100,11 +101,10 @@ MAX_DRAWS = 1024
 _TILE_ELEMENTS = 2048
 
 if AVAILABLE:
-    # Keys below every real key: masked columns, then the unfilled slots of the
-    # running list (distinct, so that "the slot holding the minimum" is unique).
-    _KEY_MASKED = tl.constexpr(-(2**63))
+    # Unfilled slots of a running list: keys below every real one (even -inf's),
+    # distinct so that "the slot holding the minimum" is unique.
     _KEY_EMPTY = tl.constexpr(-(2**63) + 1)
-    # Padding slots of the running list beyond k: never the minimum.
+    # Padding slots beyond k (the list has next_pow2(k) slots): never the minimum.
     _KEY_PAD = tl.constexpr(2**63 - 1)
     _LOW_MASK = tl.constexpr(2**32 - 1)
     _NO_COLUMN = tl.constexpr(2**31 - 1)
