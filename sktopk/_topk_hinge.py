@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from ._margins import class_margins
-from ._perturbed import NOISE_MODES, check_generator, perturbed_topk
+from ._perturbed import (
+    NOISE_MODES,
+    _PerturbedKthLargest,
+    check_generator,
+    check_perturbation_params,
+)
 from ._validation import (
     check_non_negative_float,
     check_positive_float,
@@ -33,8 +38,10 @@ def _check_k(k, n_classes):
 def _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise):
     """``T_{k+1}(s) - s_y`` for each sample, differentiable in ``scores``."""
     check_generator(generator, scores)
-    kth = perturbed_topk(scores, k + 1, epsilon, n_perturbations, dim=1,
-                         generator=generator, noise=noise)
+    # scores were validated by the caller: skip perturbed_topk's own data checks.
+    _, epsilon, n_perturbations = check_perturbation_params(
+        k + 1, epsilon, n_perturbations, noise, scores.shape[1])
+    kth = _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise)
     true_scores = scores.gather(1, target.unsqueeze(1)).squeeze(1)
     return kth - true_scores
 

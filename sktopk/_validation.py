@@ -6,6 +6,7 @@ Every loss in sktopk takes ``(scores (N, C), target (N,))`` like
 name the argument and the fix, instead of an index error deep inside a kernel.
 """
 
+import math
 import numbers
 
 import torch
@@ -110,14 +111,6 @@ def check_scores_target(scores, target, *, weight=None):
             "to the same device."
         )
     n_classes = scores.shape[1]
-    if _data_checks_allowed() and target.numel():
-        lo, hi = int(target.min()), int(target.max())
-        if lo < 0 or hi >= n_classes:
-            raise ValueError(
-                f"target holds class index {lo if lo < 0 else hi}, outside [0, {n_classes}) "
-                f"for scores with {n_classes} columns."
-            )
-    check_finite(scores, "scores")
     if weight is not None:
         if not isinstance(weight, torch.Tensor):
             weight = torch.as_tensor(weight, dtype=scores.dtype, device=scores.device)
@@ -125,11 +118,28 @@ def check_scores_target(scores, target, *, weight=None):
             raise ValueError(
                 f"weight must have shape ({scores.shape[0]},), got {tuple(weight.shape)}."
             )
-        if _data_checks_allowed() and weight.numel() and (
-            not bool(torch.isfinite(weight).all()) or float(weight.min()) < 0
-        ):
-            raise ValueError("weight must hold finite, non-negative per-sample weights.")
         weight = weight.to(device=scores.device, dtype=scores.dtype)
+    if _data_checks_allowed() and scores.numel():
+        # All value checks read back in one host sync (one per loss call on a GPU).
+        dtype = torch.float32 if scores.device.type == "mps" else torch.float64
+        parts = [torch.stack(torch.aminmax(target)).to(dtype),
+                 torch.stack(torch.aminmax(scores.detach())).to(dtype)]
+        if weight is not None:
+            parts.append(torch.stack(torch.aminmax(weight.detach())).to(dtype))
+        bounds = torch.cat(parts).tolist()
+        lo, hi = int(bounds[0]), int(bounds[1])
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(
+                f"target holds class index {lo if lo < 0 else hi}, outside [0, {n_classes}) "
+                f"for scores with {n_classes} columns."
+            )
+        if not all(math.isfinite(b) for b in bounds[2:4]):
+            raise ValueError(
+                "scores contains NaN or infinite values. If they come from a network in "
+                "training, the optimisation diverged: lower the learning rate."
+            )
+        if weight is not None and not (math.isfinite(bounds[5]) and bounds[4] >= 0):
+            raise ValueError("weight must hold finite, non-negative per-sample weights.")
     return weight
 
 
