@@ -10,7 +10,7 @@ batch is one index-select.
 
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import scipy.sparse as sp
@@ -123,9 +123,16 @@ class TopKNet(NeuralNet):
     The criterion is called as ``criterion(scores, target, weight=...)``.
     """
 
-    def __init__(self, *args, shuffle_generator=None, **kwargs):
+    def __init__(self, *args, shuffle_generator=None, precision="fp32", **kwargs):
         super().__init__(*args, **kwargs)
         self.shuffle_generator = shuffle_generator
+        self.precision = precision
+
+    def infer(self, x, **fit_params):
+        with autocast(self.precision, x.device):
+            scores = self.module_(x, **fit_params)
+        # The loss always sees float32 scores: its noise and margins need them.
+        return scores.float()
 
     def check_data(self, X, y=None):
         if not isinstance(X, TensorData):
@@ -143,14 +150,21 @@ class TopKNet(NeuralNet):
         return self.criterion_(y_pred, target, weight=weight)
 
 
-def iter_scores(module, data, batch_size):
+def autocast(precision, device):
+    """Autocast context for ``precision`` ("fp32": none, "bf16": bfloat16 matmuls)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def iter_scores(module, data, batch_size, precision="fp32"):
     """Yield the module's scores on ``data`` batch by batch, in eval mode, without grad."""
     was_training = module.training
     module.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, data.device):
             for start in range(0, len(data), batch_size):
-                yield module(data.features(slice(start, start + batch_size)))
+                yield module(data.features(slice(start, start + batch_size))).float()
     finally:
         module.train(was_training)
 
@@ -175,8 +189,10 @@ def average_hits(hits, target, n_classes, average):
 class ValidationTopKAccuracy(Callback):
     """Record the top-k accuracy on held-out data as ``valid_topk`` after each epoch."""
 
-    def __init__(self, data, k, n_classes, average="micro", batch_size=4096):
+    def __init__(self, data, k, n_classes, average="micro", batch_size=4096,
+                 precision="fp32"):
         self.data = data
+        self.precision = precision
         self.k = k
         self.n_classes = n_classes
         self.average = average
@@ -186,7 +202,7 @@ class ValidationTopKAccuracy(Callback):
         hits = torch.cat([
             top_k_hits(scores, self.data.y[start:start + len(scores)], self.k)
             for start, scores in _with_offsets(iter_scores(net.module_, self.data,
-                                                           self.batch_size))
+                                                           self.batch_size, self.precision))
         ])
         value = average_hits(hits, self.data.y, self.n_classes, self.average)
         net.history.record("valid_topk", value)

@@ -93,6 +93,17 @@ def test_imbalanced_losses_learn(loss, data):
     assert np.mean((clf.predict_topk(X) == y[:, None]).any(axis=1)) > 0.7
 
 
+def test_bf16_autocast_trains_to_the_same_quality(data):
+    X, y = data
+    params = dict(FAST, k=3, max_epochs=40, random_state=0)
+    full = TopKClassifier(**params).fit(X, y)
+    half = TopKClassifier(precision="bf16", **params).fit(X, y)
+    assert half.decision_function(X).dtype == np.float64
+    top3 = {name: np.mean((clf.predict_topk(X) == y[:, None]).any(axis=1))
+            for name, clf in (("fp32", full), ("bf16", half))}
+    assert abs(top3["bf16"] - top3["fp32"]) < 0.05, top3
+
+
 def test_predict_topk_agrees_with_decision_function_and_predict(data):
     X, y = data
     clf = TopKClassifier(k=4, random_state=0, **FAST).fit(X, y)
@@ -291,6 +302,7 @@ def test_divergence_raises_a_clear_error(data):
         ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),
         ({"optimizer": "lbfgs"}, ValueError, "optimizer must be one of"),
         ({"class_weight": "auto"}, ValueError, "class_weight"),
+        ({"precision": "fp16"}, ValueError, "precision must be"),
     ],
 )
 def test_bad_parameters(params, error, match, data):
