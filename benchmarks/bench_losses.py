@@ -120,7 +120,7 @@ def time_case(n, c, k, b, device, repeats, only=None):
 def peak_memory_subprocess(n, c, k, b, method):
     """Peak extra resident memory (bytes) of one call, measured in a fresh process."""
     code = f"""
-import resource, torch, json, sys
+import torch, json, sys
 sys.path.insert(0, {repr(sys.path[0])})
 torch.set_num_threads(1)
 from bench_losses import make_methods
@@ -129,10 +129,14 @@ target = torch.randint(0, {c}, ({n},))
 fn = make_methods({n}, {c}, {k}, {b}, "cpu")[{method!r}]
 small = torch.randn(8, {c}, requires_grad=True)
 fn(small, target[:8]).backward()  # load code paths before the baseline
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def high_water_kib():
+    # VmHWM belongs to this process image; ru_maxrss would start at the parent's peak.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = high_water_kib()
 fn(scores, target).backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps((after - before) * 1024))
+print(json.dumps((high_water_kib() - before) * 1024))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=600)
