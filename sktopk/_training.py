@@ -229,15 +229,20 @@ class FiniteLossGuard(Callback):
 
 
 def thread_budget():
-    """Threads a fit may use: the Dask worker's or the OMP_NUM_THREADS share, else None.
+    """Threads a fit may use: 1 inside a Dask worker, else the OMP_NUM_THREADS share, else None.
 
     Parallel searches start one fit per worker; each torch fit would otherwise
-    use every core of the machine and they would oversubscribe it.
+    use every core of the machine and they would oversubscribe it. A Dask worker
+    runs one fit per worker thread, all in one process, and torch's thread count
+    is process-wide: one torch thread per fit is the only setting that neither
+    oversubscribes nor lets concurrent fits undo each other's setting. (joblib's
+    process backends export OMP_NUM_THREADS to their workers; it is honoured.)
     """
     try:
         from distributed import get_worker
 
-        return max(1, int(get_worker().state.nthreads))
+        get_worker()
+        return 1
     except (ImportError, ValueError, AttributeError):
         pass
     value = os.environ.get("OMP_NUM_THREADS")
