@@ -1,7 +1,7 @@
 """
-==========================================
+======================================
 Top-K losses with your own torch model
-==========================================
+======================================
 
 The losses of :mod:`sktopk.losses` are ordinary :class:`torch.nn.Module`
 objects called as ``loss(scores, target)``, like
@@ -42,6 +42,7 @@ from sktopk.metrics import top_k_accuracy_curve, top_k_accuracy_score
 OUT = Path(os.environ.get("SKTOPK_EXAMPLES_OUT", "."))
 OUT.mkdir(parents=True, exist_ok=True)
 start = time.perf_counter()
+torch.set_num_threads(1)  # small tensors: one thread is as fast, and reproducible across machines
 
 K = 2
 digits = load_digits()

@@ -1,7 +1,7 @@
 """
-===============================================
+================================================
 The smoothed k-th largest value and its gradient
-===============================================
+================================================
 
 The top-K hinge loss of Garcin et al. (ICML 2022) compares the score of the true
 class with the (K+1)-th largest score. The k-th largest value of a vector is
