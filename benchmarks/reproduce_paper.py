@@ -173,9 +173,8 @@ def part_cities(seeds):
 
 def part_cost():
     sys.path.insert(0, str(HERE))
-    from bench_losses import time_case
-
     import matplotlib
+    from bench_losses import time_case
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
