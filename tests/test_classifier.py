@@ -11,6 +11,7 @@ from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk._classifier import _validation_split
 from sktopk._ranking import top_k_indices
 from sktopk._training import limited_torch_threads, thread_budget
 
@@ -145,14 +146,20 @@ def test_k_at_or_above_n_classes_warns_and_uses_n_classes_minus_one():
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(data):
     X, y = data
-    clf = TopKClassifier(k=3, n_iter_no_change=3, random_state=0,
+    # k=1 and a large step: the last epochs score below the best, so the check
+    # below fails unless the best weights are restored.
+    clf = TopKClassifier(k=1, n_iter_no_change=3, learning_rate=1e-2, random_state=0,
                          **dict(FAST, max_epochs=200)).fit(X, y)
     assert clf.n_iter_ < 200
     scores = [row["valid_topk"] for row in clf.history_]
     best = int(np.argmax(scores))
     assert clf.n_iter_ - 1 - best <= 3
-    assert clf.history_[best]["valid_topk_best"] if "valid_topk_best" in clf.history_[best] \
-        else True
+    # The restored weights are those of the best epoch: recompute its score on
+    # the same hold-out rows.
+    _, valid = _validation_split(np.searchsorted(clf.classes_, y), clf.validation_fraction,
+                                 np.random.RandomState(clf._seeds["split"]))
+    hits = (clf.predict_topk(X[valid], k=clf.k_) == y[valid, None]).any(axis=1)
+    assert hits.mean() == pytest.approx(max(scores), abs=1e-6)
 
 
 def test_early_stopping_split_handles_singleton_classes():
