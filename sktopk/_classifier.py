@@ -30,7 +30,7 @@ from ._training import (
     limited_torch_threads,
     thread_budget,
 )
-from ._validation import reduce_loss
+from ._validation import check_positive_int, reduce_loss
 
 _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {}),
@@ -79,13 +79,6 @@ def resolve_device(device):
     return resolved
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-
-
 def _check_real(value, name, low, high, *, low_open=False, high_open=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or np.isnan(value):
         raise TypeError(f"{name} must be a real number, got {value!r}.")
@@ -130,11 +123,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- checks
     def _check_params(self):
-        _check_int(self.k, "k", 1)
+        check_positive_int(self.k, "k")
         if self.loss not in self._losses:
             raise ValueError(f"loss must be one of {self._losses}, got {self.loss!r}.")
         _check_real(self.epsilon, "epsilon", 0, np.inf, high_open=True)
-        _check_int(self.n_perturbations, "n_perturbations", 1)
+        check_positive_int(self.n_perturbations, "n_perturbations")
         sizes = self.hidden_layer_sizes
         if not isinstance(sizes, (tuple, list)) or not all(
             isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sizes
@@ -155,11 +148,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         _check_real(self.learning_rate, "learning_rate", 0, np.inf, low_open=True,
                     high_open=True)
         _check_real(self.weight_decay, "weight_decay", 0, np.inf, high_open=True)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_int(self.max_epochs, "max_epochs", 1)
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.max_epochs, "max_epochs")
         _check_real(self.validation_fraction, "validation_fraction", 0, 1, low_open=True,
                     high_open=True)
-        _check_int(self.n_iter_no_change, "n_iter_no_change", 1)
+        check_positive_int(self.n_iter_no_change, "n_iter_no_change")
         if self.class_weight is not None and not (
                 self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
             raise ValueError("class_weight must be None, 'balanced' or a dict {label: weight}, "
@@ -427,7 +420,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         if k is None:
             k = min(self.k, n_classes)
         else:
-            _check_int(k, "k", 1)
+            check_positive_int(k, "k")
             if k > n_classes:
                 warnings.warn(f"k={k} is larger than the {n_classes} classes; returning all "
                               f"{n_classes} classes in order.", UserWarning, stacklevel=2)

@@ -111,6 +111,13 @@ class _PerturbedKthLargest(torch.autograd.Function):
         return grad_x, None, None, None, None, None
 
 
+def check_noise(noise):
+    """Raise unless ``noise`` is one of :data:`NOISE_MODES`."""
+    if noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
+    return noise
+
+
 def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_name="k"):
     """Validate the smoothing parameters against the length ``size`` of the dimension."""
     k = check_positive_int(k, k_name)
@@ -118,8 +125,7 @@ def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_nam
         raise ValueError(f"{k_name}={k} is larger than the number of entries ({size}) along dim.")
     epsilon = check_non_negative_float(epsilon, "epsilon")
     n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
-    if noise not in NOISE_MODES:
-        raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
+    check_noise(noise)
     return k, epsilon, n_perturbations
 
 
@@ -254,8 +260,7 @@ class PerturbedTopK(nn.Module):
         self.k = check_positive_int(k, "k")
         self.epsilon = check_non_negative_float(epsilon, "epsilon")
         self.n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
+        check_noise(noise)
         self.dim = dim
         self.generator = generator
         self.noise = noise

@@ -10,9 +10,9 @@ from torch import nn
 
 from ._margins import class_margins
 from ._perturbed import (
-    NOISE_MODES,
     _PerturbedKthLargest,
     check_generator,
+    check_noise,
     check_perturbation_params,
 )
 from ._validation import (
@@ -172,9 +172,7 @@ class _SmoothedTopKLossBase(nn.Module):
         self.epsilon = check_non_negative_float(epsilon, "epsilon")
         self.n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
         self.reduction = check_reduction(reduction)
-        if noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
-        self.noise = noise
+        self.noise = check_noise(noise)
         self.generator = generator
 
 
