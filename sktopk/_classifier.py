@@ -12,13 +12,23 @@ from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import ProgressBar
 
+from ._class_balance import (
+    ClassWeightedLoss,
+    DeferredReweighting,
+    StagedEarlyStopping,
+    effective_number_weights,
+)
+from ._combined import HingeWithCrossEntropy
 from ._focal import FocalLoss
 from ._ldam import LDAMLoss
+from ._logit_adjusted import LogitAdjustedCrossEntropyLoss, posthoc_logit_adjust
 from ._margins import class_margins
 from ._modules import ACTIVATIONS, MLP
+from ._monitor import MONITORS, ValidationLoss
 from ._ranking import top_k_indices
+from ._schedules import SCHEDULES, make_lr_scheduler
 from ._smooth_svm import SmoothTopKSVMLoss
 from ._topk_hinge import ImbalancedTopKHingeLoss, TopKHingeLoss
 from ._training import (
@@ -26,9 +36,11 @@ from ._training import (
     TensorData,
     TopKNet,
     ValidationTopKAccuracy,
+    average_hits,
     iter_scores,
     limited_torch_threads,
     thread_budget,
+    top_k_hits,
 )
 from ._validation import check_positive_int, reduce_loss
 
@@ -39,6 +51,10 @@ _OPTIMIZERS = {
 }
 _PREDICT_BATCH_SIZE = 8192
 _SEED_HIGH = np.iinfo(np.int32).max
+# Candidate strengths of the post-hoc logit adjustment, in logit units.
+_TAU_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
+# Effective-number beta of deferred re-weighting (Cao et al. 2019).
+_DRW_BETA = 0.9999
 
 
 class _CrossEntropy(torch.nn.Module):
@@ -119,6 +135,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
     _losses = ()
     _probabilistic_losses = ()
     _monitor_average = "micro"
+    _hinge_losses = ("topk_hinge",)
     _cosine_head = False
 
     # ----------------------------------------------------------------- checks
@@ -166,7 +183,30 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}.")
         if self.loss_params is not None and not isinstance(self.loss_params, dict):
             raise TypeError(f"loss_params must be None or a dict, got {self.loss_params!r}.")
+        self._check_lever_params()
         return resolve_device(self.device)
+
+    def _check_lever_params(self):
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}.")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}.")
+        check_positive_int(self.warmup_epochs, "warmup_epochs", minimum=0)
+        if self.warmup_epochs >= self.max_epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be smaller than "
+                             f"max_epochs={self.max_epochs}.")
+        if self.drw_start is not None:
+            _check_real(self.drw_start, "drw_start", 0, 1)
+        _check_real(self.ce_weight, "ce_weight", 0, np.inf, high_open=True)
+        if self.ce_weight > 0 and self.loss not in self._hinge_losses:
+            raise ValueError(f"ce_weight={self.ce_weight} adds cross-entropy to a top-K hinge "
+                             f"loss; loss={self.loss!r} is not one. Use loss in "
+                             f"{self._hinge_losses} or ce_weight=0.")
+        if not (isinstance(self.logit_adjustment, str) and self.logit_adjustment == "auto"):
+            if isinstance(self.logit_adjustment, str):
+                raise ValueError("logit_adjustment must be 'auto' or a number >= 0, got "
+                                 f"{self.logit_adjustment!r}.")
+            _check_real(self.logit_adjustment, "logit_adjustment", 0, np.inf, high_open=True)
 
     def _effective_k(self, n_classes):
         if self.k < n_classes:
@@ -299,7 +339,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             self._update_class_counts(y_idx, n_classes, reset=False)
 
         data = TensorData(X, y_idx, weight, device=device)
-        callbacks, train_data = [], data
+        callbacks, train_data, valid_data = [], data, None
         if self.early_stopping and not partial:
             split_rng = np.random.RandomState(self._seeds["split"])
             train_idx, valid_idx = _validation_split(y_idx, self.validation_fraction, split_rng)
@@ -310,15 +350,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                     f"max_epochs={self.max_epochs} epochs instead.", UserWarning, stacklevel=3)
             else:
                 train_data, valid_data = data.subset(train_idx), data.subset(valid_idx)
-                callbacks = [
-                    ("valid_topk", ValidationTopKAccuracy(valid_data, self.k_, n_classes,
-                                                          self._monitor_average,
-                                                          precision=self.precision)),
-                    ("early_stopping", EarlyStopping(
-                        monitor="valid_topk", lower_is_better=False,
-                        patience=self.n_iter_no_change, threshold=0.0,
-                        threshold_mode="abs", load_best=True, sink=_silent)),
-                ]
+        if not partial:
+            callbacks = self._lever_callbacks(train_data, valid_data, n_classes)
 
         with limited_torch_threads(thread_budget()), torch.random.fork_rng(
                 devices=[device] if device.type == "cuda" else []):
@@ -332,15 +365,19 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                         torch.Generator().manual_seed(self._seeds["init"]))
                 else:
                     module = self.module_
-                criterion = self._build_criterion(n_classes, device)
+                criterion = self._wrap_criterion(self._build_criterion(n_classes, device),
+                                                 n_classes)
                 self._net = self._build_net(module, criterion, device, self._seeds, callbacks)
             elif not partial:
                 # warm_start: keep weights and optimizer state, refresh the callbacks.
+                if isinstance(self._net.criterion_, ClassWeightedLoss):
+                    self._net.criterion_.class_weight.fill_(1.0)
                 self._net.set_params(callbacks=self._net.callbacks[:1] + callbacks
                                      + list(self.callbacks or []))
                 self._net.initialize_callbacks()
             self._net.partial_fit(train_data, None, epochs=1 if partial else self.max_epochs)
         self.module_ = self._net.module_
+        self.logit_adjustment_ = self._choose_logit_adjustment(valid_data, n_classes)
         epochs = [{key: value for key, value in row.items() if key != "batches"}
                   for row in self._net.history]
         self.history_ = epochs
@@ -348,7 +385,74 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _update_class_counts(self, y_idx, n_classes, reset):
-        """Hook for the imbalanced estimator, which needs the class counts."""
+        counts = np.bincount(y_idx, minlength=n_classes).astype(np.int64)
+        self.class_counts_ = counts if reset else self.class_counts_ + counts
+        criterion = getattr(getattr(self, "_net", None), "criterion_", None)
+        while isinstance(criterion, ClassWeightedLoss):
+            criterion = criterion.loss
+        if not reset and hasattr(criterion, "set_class_counts"):
+            criterion.set_class_counts(self.class_counts_)
+
+    # ------------------------------------------------------------------ levers
+    def _wrap_criterion(self, criterion, n_classes):
+        if self.ce_weight > 0:
+            criterion = HingeWithCrossEntropy(criterion, self.ce_weight, self._logit_scale())
+        if self.drw_start is not None:
+            criterion = ClassWeightedLoss(criterion, n_classes)
+        return criterion
+
+    def _lever_callbacks(self, train_data, valid_data, n_classes):
+        """Hold-out monitor, early stopping, deferred re-weighting and LR schedule."""
+        callbacks, drw = [], None
+        if self.drw_start is not None:
+            counts = np.bincount(train_data.y.cpu().numpy(), minlength=n_classes)
+            start = int(np.floor(self.drw_start * self.max_epochs)) + 1
+            drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA), start)
+            callbacks.append(("deferred_reweighting", drw))
+        if valid_data is not None:
+            if self.monitor == "loss":
+                callbacks.append(("holdout_loss", ValidationLoss(valid_data,
+                                                               precision=self.precision)))
+                key, lower = "holdout_loss", True
+            else:
+                average = "macro" if self.monitor == "macro_top_k" else "micro"
+                callbacks.append(("valid_topk", ValidationTopKAccuracy(
+                    valid_data, self.k_, n_classes, average, precision=self.precision)))
+                key, lower = "valid_topk", False
+            callbacks.append(("early_stopping", StagedEarlyStopping(
+                monitor=key, lower_is_better=lower, patience=self.n_iter_no_change,
+                threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent,
+                deferred=drw)))
+        scheduler = make_lr_scheduler(self.lr_schedule, self.max_epochs, self.warmup_epochs)
+        if scheduler is not None:
+            callbacks.append(("lr_schedule", scheduler))
+        return callbacks
+
+    def _choose_logit_adjustment(self, valid_data, n_classes):
+        """The tau of the post-hoc adjustment: given, or the best on the hold-out."""
+        if not (isinstance(self.logit_adjustment, str)):
+            return float(self.logit_adjustment)
+        if valid_data is None:
+            if hasattr(self, "logit_adjustment_"):
+                return self.logit_adjustment_
+            warnings.warn("logit_adjustment='auto' chooses tau on the early-stopping hold-out, "
+                          "and this fit has none (early_stopping=False or partial_fit): "
+                          "no adjustment (tau=0).", UserWarning, stacklevel=4)
+            return 0.0
+        with limited_torch_threads(thread_budget()):
+            scores = torch.cat([batch.float() for batch in iter_scores(
+                self.module_, valid_data, _PREDICT_BATCH_SIZE, self.precision)])
+        average = "micro" if self.monitor == "top_k" else (
+            "macro" if self.monitor == "macro_top_k" else self._monitor_average)
+        best_tau, best = 0.0, -np.inf
+        for tau in _TAU_GRID:
+            adjusted = posthoc_logit_adjust(scores * self._logit_scale(), self.class_counts_,
+                                            tau)
+            value = average_hits(top_k_hits(adjusted, valid_data.y, self.k_), valid_data.y,
+                                 n_classes, average)
+            if value > best:  # ties keep the smaller tau
+                best_tau, best = tau, value
+        return best_tau
 
     def _build_criterion(self, n_classes, device):
         raise NotImplementedError
@@ -363,7 +467,12 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             scores = [batch.float().cpu() for batch in
                       iter_scores(self.module_, data, _PREDICT_BATCH_SIZE,
                                     self.precision)]
-        return torch.cat(scores).numpy().astype(np.float64)
+        scores = torch.cat(scores).numpy().astype(np.float64)
+        tau = getattr(self, "logit_adjustment_", 0.0)
+        if tau:
+            scale = self._logit_scale()
+            scores = posthoc_logit_adjust(scores * scale, self.class_counts_, tau) / scale
+        return scores
 
     def decision_function(self, X):
         """Class scores of the network, higher is better.
@@ -609,8 +718,8 @@ class TopKClassifier(_BaseTopKClassifier):
     (3, 2)
     """
 
-    _losses = ("topk_hinge", "cross_entropy", "smooth_svm", "focal")
-    _probabilistic_losses = ("cross_entropy", "focal")
+    _losses = ("topk_hinge", "cross_entropy", "smooth_svm", "focal", "logit_adjusted")
+    _probabilistic_losses = ("cross_entropy", "focal", "logit_adjusted")
 
     def __init__(self, k=5, epsilon=1.0, n_perturbations=10, loss="topk_hinge",
                  hidden_layer_sizes=(256,), activation="relu", dropout=0.0, module=None,
@@ -618,7 +727,8 @@ class TopKClassifier(_BaseTopKClassifier):
                  max_epochs=100, early_stopping=True, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, device="auto", random_state=None,
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
-                 precision="fp32"):
+                 precision="fp32", monitor="top_k", lr_schedule="constant",
+                 warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0):
         self.k = k
         self.epsilon = epsilon
         self.n_perturbations = n_perturbations
@@ -643,6 +753,12 @@ class TopKClassifier(_BaseTopKClassifier):
         self.callbacks = callbacks
         self.loss_params = loss_params
         self.precision = precision
+        self.monitor = monitor
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
+        self.drw_start = drw_start
+        self.ce_weight = ce_weight
+        self.logit_adjustment = logit_adjustment
 
     def _build_criterion(self, n_classes, device):
         params = dict(self.loss_params or {})
@@ -654,6 +770,8 @@ class TopKClassifier(_BaseTopKClassifier):
             return SmoothTopKSVMLoss(k=self.k_, **params)
         if self.loss == "focal":
             return FocalLoss(**params)
+        if self.loss == "logit_adjusted":
+            return LogitAdjustedCrossEntropyLoss(self.class_counts_, **params)
         return _CrossEntropy(**params)
 
 
@@ -711,7 +829,8 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
                  batch_size=256, max_epochs=100, early_stopping=True, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, device="auto", random_state=None,
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
-                 precision="fp32"):
+                 precision="fp32", monitor="macro_top_k", lr_schedule="constant",
+                 warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0):
         self.k = k
         self.epsilon = epsilon
         self.n_perturbations = n_perturbations
@@ -738,6 +857,12 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
         self.callbacks = callbacks
         self.loss_params = loss_params
         self.precision = precision
+        self.monitor = monitor
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
+        self.drw_start = drw_start
+        self.ce_weight = ce_weight
+        self.logit_adjustment = logit_adjustment
 
     def _check_params(self):
         device = super()._check_params()

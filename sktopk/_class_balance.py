@@ -1,0 +1,118 @@
+"""Deferred re-weighting (Cao et al., NeurIPS 2019) with effective-number class weights."""
+
+import numpy as np
+import torch
+from skorch.callbacks import Callback, EarlyStopping
+from torch import nn
+
+from ._validation import check_class_counts
+
+
+def effective_number_weights(class_counts, beta=0.9999):
+    """Class-balanced weights ``(1 - beta) / (1 - beta ** n_c)``, normalised to sum to C.
+
+    The inverse of the "effective number of samples" of each class (Cui et al.,
+    CVPR 2019): close to ``1 / n_c`` for small classes, flattening out for classes
+    much larger than ``1 / (1 - beta)``. Zero counts are treated as 1.
+
+    Parameters
+    ----------
+    class_counts : array-like of shape (C,)
+    beta : float, default=0.9999
+        In [0, 1): 0 gives equal weights.
+
+    Returns
+    -------
+    weights : ndarray of shape (C,), float64, summing to C.
+
+    Examples
+    --------
+    >>> from sktopk._class_balance import effective_number_weights
+    >>> effective_number_weights([1, 1, 2], beta=0.5).round(4)  # 1, 1 and 0.5 / 0.75
+    array([1.125, 1.125, 0.75 ])
+    """
+    counts = check_class_counts(class_counts).numpy()
+    if not 0.0 <= beta < 1.0:
+        raise ValueError(f"beta must be in [0, 1), got {beta}.")
+    weights = (1.0 - beta) / (1.0 - np.power(beta, counts)) if beta > 0 else np.ones_like(counts)
+    return weights * len(counts) / weights.sum()
+
+
+class ClassWeightedLoss(nn.Module):
+    """Wrap a loss so that each sample's weight is multiplied by its class's weight.
+
+    The class weights start at 1 (the wrapped loss unchanged) and are switched by
+    :class:`DeferredReweighting`. With ``reduction="mean"`` sktopk's losses take a
+    weighted mean, so re-weighting changes which samples count, not the loss scale.
+    """
+
+    def __init__(self, loss, n_classes):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("class_weight", torch.ones(n_classes))
+
+    def forward(self, scores, target, weight=None):
+        factor = self.class_weight[target]
+        return self.loss(scores, target, weight=factor if weight is None else weight * factor)
+
+
+class DeferredReweighting(Callback):
+    """Switch a :class:`ClassWeightedLoss` to class-balanced weights at a given epoch.
+
+    Parameters
+    ----------
+    class_weight : array-like of shape (C,)
+        The weights of the second stage (see :func:`effective_number_weights`).
+    start_epoch : int
+        1-based epoch from which the weights apply; :class:`StagedEarlyStopping`
+        may switch earlier, when the first stage has stopped improving.
+
+    Each epoch records ``drw`` (whether the weights applied) in the history.
+    """
+
+    def __init__(self, class_weight, start_epoch):
+        self.class_weight = class_weight
+        self.start_epoch = start_epoch
+
+    def initialize(self):
+        self.switched_at_ = None
+        return self
+
+    def switch(self, net):
+        """Apply the class weights from the next batch on."""
+        net.criterion_.class_weight.copy_(torch.as_tensor(self.class_weight))
+        self.switched_at_ = len(net.history)
+
+    def on_epoch_begin(self, net, **kwargs):
+        if self.switched_at_ is None and len(net.history) >= self.start_epoch:
+            self.switch(net)
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("drw", self.switched_at_ is not None)
+
+
+class StagedEarlyStopping(EarlyStopping):
+    """Early stopping that ends the first stage of DRW instead of the training.
+
+    While ``deferred`` has not switched yet, a plateau (``patience`` epochs without
+    improvement) restores the best weights so far, switches the re-weighting on
+    and restarts the patience count: the re-weighted stage then gets its own
+    ``patience`` epochs. The best epoch over both stages (on the monitored
+    hold-out metric) is restored at the end, as with plain early stopping.
+    """
+
+    def __init__(self, *args, deferred=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deferred = deferred
+
+    def on_epoch_end(self, net, **kwargs):
+        drw = self.deferred
+        if drw is not None and drw.switched_at_ is None:
+            score = net.history[-1, self.monitor]
+            if not self._is_score_improved(score) and self.misses_ + 1 >= self.patience:
+                if self.load_best and self.best_model_weights_ is not None:
+                    net.module_.load_state_dict(self.best_model_weights_)
+                drw.switch(net)
+                self.misses_ = 0
+                return
+        super().on_epoch_end(net, **kwargs)
