@@ -338,7 +338,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         else:
             self._update_class_counts(y_idx, n_classes, reset=False)
 
-        data = TensorData(X, y_idx, weight, device=device)
+        data = TensorData(X, y_idx, weight, device=device,
+                          sparse_batches=self._sparse_batches())
         callbacks, train_data, valid_data = [], data, None
         if self.early_stopping and not partial:
             split_rng = np.random.RandomState(self._seeds["split"])
@@ -392,6 +393,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             criterion = criterion.loss
         if not reset and hasattr(criterion, "set_class_counts"):
             criterion.set_class_counts(self.class_counts_)
+
+    def _sparse_batches(self):
+        """CSR batches reach the built-in MLP's first linear layer without densifying."""
+        return (self.module is None and self.precision == "fp32"
+                and (bool(self.hidden_layer_sizes) or not self._cosine_head))
 
     # ------------------------------------------------------------------ levers
     def _wrap_criterion(self, criterion, n_classes):
@@ -462,7 +468,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float32, np.float64),
                           allow_nd=self.module is not None, reset=False)
-        data = TensorData(X, device=self.device_)
+        data = TensorData(X, device=self.device_, sparse_batches=self._sparse_batches())
         with limited_torch_threads(thread_budget()):
             scores = [batch.float().cpu() for batch in
                       iter_scores(self.module_, data, _PREDICT_BATCH_SIZE,

@@ -25,6 +25,21 @@ def _reset_linear(weight, bias, generator):
             bias.uniform_(-bound, bound, generator=generator)
 
 
+class SparseInputLinear(nn.Linear):
+    """``nn.Linear`` that also takes torch sparse (CSR or COO) inputs without densifying them.
+
+    ``x @ W.T + b`` is computed by a sparse-dense matmul, whose backward gives the
+    dense gradient of ``W``: a first layer on tens of thousands of tf-idf columns
+    costs what the non-zeros cost, not what the columns cost.
+    """
+
+    def forward(self, x):
+        if x.layout in (torch.sparse_csr, torch.sparse_coo):
+            out = torch.sparse.mm(x, self.weight.T)
+            return out if self.bias is None else out + self.bias
+        return super().forward(x)
+
+
 class CosineLinear(nn.Module):
     """Last layer scoring by cosine similarity between the input and each class weight.
 
@@ -84,13 +99,20 @@ class MLP(nn.Module):
         super().__init__()
         layers = []
         width = n_features
-        for size in hidden_layer_sizes:
-            layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+        for i, size in enumerate(hidden_layer_sizes):
+            linear = SparseInputLinear if i == 0 else nn.Linear
+            layers += [linear(width, size), ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
         self.body = nn.Sequential(*layers)
-        self.head = CosineLinear(width, n_classes) if cosine_head else nn.Linear(width, n_classes)
+        if cosine_head:
+            self.head = CosineLinear(width, n_classes)
+        else:
+            head = nn.Linear if hidden_layer_sizes else SparseInputLinear
+            self.head = head(width, n_classes)
+        # Sparse batches go straight into the first layer when it is linear.
+        self.accepts_sparse = bool(hidden_layer_sizes) or not cosine_head
         for layer in self.modules():
             if isinstance(layer, nn.Linear):
                 _reset_linear(layer.weight, layer.bias, generator)

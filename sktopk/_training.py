@@ -10,6 +10,7 @@ batch is one index-select.
 
 import math
 import os
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -28,12 +29,16 @@ class TensorData:
 
     Dense features become one float32 tensor, on ``device`` when they fit there
     (pinned host memory otherwise); sparse CSR features stay on the host and
-    are densified one batch at a time.
+    are sliced one batch at a time, then densified, or, with
+    ``sparse_batches=True``, handed to the network as torch sparse CSR tensors
+    (for a first layer that multiplies them directly, see
+    :class:`sktopk._modules.SparseInputLinear`).
     """
 
-    def __init__(self, X, y=None, sample_weight=None, device="cpu"):
+    def __init__(self, X, y=None, sample_weight=None, device="cpu", sparse_batches=False):
         self.device = torch.device(device)
         self.sparse = sp.issparse(X)
+        self.sparse_batches = self.sparse and sparse_batches
         if self.sparse:
             self.X = X.tocsr().astype(np.float32)
         else:
@@ -56,6 +61,8 @@ class TensorData:
         """Features of the rows ``index`` (a 1-d tensor or a slice), on the device."""
         if self.sparse:
             rows = index if isinstance(index, slice) else index.cpu().numpy()
+            if self.sparse_batches:
+                return csr_to_torch(self.X[rows]).to(self.device)
             dense = torch.from_numpy(self.X[rows].toarray())
             return dense.to(self.device, non_blocking=True)
         if self.X.device != self.device:
@@ -67,6 +74,7 @@ class TensorData:
         """A new TensorData holding the rows ``index`` (numpy integer array)."""
         part = TensorData.__new__(TensorData)
         part.device, part.sparse = self.device, self.sparse
+        part.sparse_batches = self.sparse_batches
         if self.sparse:
             part.X = self.X[index]
         else:
@@ -75,6 +83,20 @@ class TensorData:
         part.y = None if self.y is None else self.y[rows]
         part.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         return part
+
+
+def csr_to_torch(X):
+    """A scipy CSR matrix as a float32 torch sparse CSR tensor (shares no memory)."""
+    X = X.tocsr()
+    with warnings.catch_warnings():
+        # torch flags its CSR support as beta on first use; the operations used
+        # here (matmul with a dense weight and its backward) are covered by tests.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(X.indptr.astype(np.int64)),
+            torch.from_numpy(X.indices.astype(np.int64)),
+            torch.from_numpy(X.data.astype(np.float32)),
+            size=X.shape, check_invariants=False)
 
 
 def _fits_on_device(X, device):

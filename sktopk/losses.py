@@ -5,6 +5,7 @@ Each module has a functional twin in :mod:`sktopk.functional`.
 
 from ._focal import FocalLoss
 from ._ldam import LDAMLoss
+from ._logit_adjusted import LogitAdjustedCrossEntropyLoss
 from ._perturbed import PerturbedTopK
 from ._smooth_svm import SmoothTopKSVMLoss
 from ._topk_hinge import ImbalancedTopKHingeLoss, TopKHingeLoss
@@ -13,6 +14,7 @@ __all__ = [
     "FocalLoss",
     "ImbalancedTopKHingeLoss",
     "LDAMLoss",
+    "LogitAdjustedCrossEntropyLoss",
     "PerturbedTopK",
     "SmoothTopKSVMLoss",
     "TopKHingeLoss",

@@ -1,0 +1,163 @@
+"""Sweep the training levers on the bundled data, scored on the VALIDATION split only.
+
+Used to choose the estimators' defaults (benchmarks/RESULTS.md, section 5). Same
+protocol as ``reproduce_paper.py`` (60/20/20 split per seed, tf-idf + SVD to 256
+dimensions fitted on the training texts, MLP with ``hidden_layer_sizes=(512,)``,
+``max_epochs=40``); the test split is never touched here.
+
+- ``cities``: GeoNames cities (long tail), ImbalancedTopKClassifier and
+  cross-entropy variants; selection metric macro top-5.
+- ``languages``: UDHR languages with 0, 20 or 40% of the training and validation
+  labels corrupted; TopKClassifier and cross-entropy variants; selection metric top-5.
+
+Each row is appended to ``benchmarks/results/sweep_<data>.jsonl`` with the commit,
+library versions and thread count.
+
+Usage::
+
+    python benchmarks/sweep_defaults.py cities --grid coarse --seeds 0 1
+    python benchmarks/sweep_defaults.py languages --noise 0.2 --grid coarse --seeds 0
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import sklearn
+import skorch
+import torch
+
+from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk.datasets import corrupt_labels, load_cities, load_languages, make_text_vectorizer
+from sktopk.metrics import top_k_accuracy_score
+
+HERE = Path(__file__).resolve().parent
+BASE = {"hidden_layer_sizes": (512,), "max_epochs": 40}
+ESTIMATORS = {"imb": ImbalancedTopKClassifier, "topk": TopKClassifier}
+CE = {"loss": "cross_entropy"}
+
+# label -> (estimator, parameters on top of BASE and the estimator's defaults)
+GRIDS = {
+    "cities": {
+        "coarse": {
+            "ce": ("topk", CE),
+            "ce+la_auto": ("topk", {**CE, "logit_adjustment": "auto", "monitor": "macro_top_k"}),
+            "la_ce": ("topk", {"loss": "logit_adjusted", "monitor": "macro_top_k"}),
+            "imb": ("imb", {}),
+            "imb eps.03": ("imb", {"epsilon": 0.03}),
+            "imb eps.05": ("imb", {"epsilon": 0.05}),
+            "imb eps.1": ("imb", {"epsilon": 0.1}),
+            "imb eps.05 la": ("imb", {"epsilon": 0.05, "logit_adjustment": "auto"}),
+            "imb eps.05 drw.5": ("imb", {"epsilon": 0.05, "drw_start": 0.5}),
+            "imb eps.05 cos": ("imb", {"epsilon": 0.05, "lr_schedule": "cosine"}),
+            "imb eps.05 ce.1": ("imb", {"epsilon": 0.05, "ce_weight": 0.1}),
+            "imb eps.05 s30": ("imb", {"epsilon": 0.05, "scale": 30.0}),
+            "imb eps.05 m.4": ("imb", {"epsilon": 0.05, "max_margin": 0.4}),
+            "imb eps.05 drop.3": ("imb", {"epsilon": 0.05, "dropout": 0.3}),
+            "imb eps.05 lr3e-3": ("imb", {"epsilon": 0.05, "learning_rate": 3e-3}),
+            "imb eps.05 B10": ("imb", {"epsilon": 0.05, "n_perturbations": 10}),
+        },
+    },
+    "languages": {
+        "coarse": {
+            "ce": ("topk", CE),
+            "ce drop.3": ("topk", {**CE, "dropout": 0.3}),
+            "ce cos": ("topk", {**CE, "lr_schedule": "cosine"}),
+            "hinge": ("topk", {}),
+            "hinge drop.3": ("topk", {"dropout": 0.3}),
+            "hinge drop.5": ("topk", {"dropout": 0.5}),
+            "hinge ce.1": ("topk", {"ce_weight": 0.1}),
+            "hinge ce.3": ("topk", {"ce_weight": 0.3}),
+            "hinge eps.3": ("topk", {"epsilon": 0.3}),
+            "hinge B5": ("topk", {"n_perturbations": 5}),
+            "hinge lr3e-4": ("topk", {"learning_rate": 3e-4}),
+            "hinge wd1e-2": ("topk", {"weight_decay": 1e-2}),
+            "hinge cos": ("topk", {"lr_schedule": "cosine"}),
+            "hinge monitor=loss": ("topk", {"monitor": "loss"}),
+        },
+    },
+}
+
+
+def split_three_ways(y, rng, valid=0.2, test=0.2):
+    """Per-class split keeping at least one training sample in every class."""
+    train, val, tst = [], [], []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n = len(members)
+        n_test = min(int(round(test * n)), n - 1)
+        n_val = min(int(round(valid * n)), n - 1 - n_test)
+        tst.append(members[:n_test])
+        val.append(members[n_test:n_test + n_val])
+        train.append(members[n_test + n_val:])
+    return tuple(np.sort(np.concatenate(part)) for part in (train, val, tst))
+
+
+def load_split(data, seed, noise):
+    """Training and validation features and labels of one seed (the test part is dropped)."""
+    bunch = load_cities() if data == "cities" else load_languages()
+    texts = list(bunch.data)
+    train, val, _ = split_three_ways(bunch.target, np.random.default_rng(seed))
+    vectorizer = make_text_vectorizer(n_components=256, random_state=seed)
+    X_train = vectorizer.fit_transform([texts[i] for i in train]).astype(np.float32)
+    X_val = vectorizer.transform([texts[i] for i in val]).astype(np.float32)
+    y_train, y_val = bunch.target[train], bunch.target[val]
+    if noise > 0:
+        y_train = corrupt_labels(y_train, noise, random_state=seed)
+        y_val = corrupt_labels(y_val, noise, random_state=seed + 1000)
+    return X_train, y_train, X_val, y_val
+
+
+def provenance():
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=HERE).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "sktopk"], capture_output=True,
+                           text=True, cwd=HERE).stdout.strip()
+    return {"commit": commit + ("+dirty" if dirty else ""), "torch": torch.__version__,
+            "sklearn": sklearn.__version__, "skorch": skorch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", choices=["cities", "languages"])
+    parser.add_argument("--noise", type=float, default=0.0)
+    parser.add_argument("--grid", default="coarse")
+    parser.add_argument("--only", nargs="*", help="labels of the grid to run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    grid = GRIDS[args.data][args.grid]
+    labels = args.only or list(grid)
+    out = Path(args.out) if args.out else HERE / "results" / f"sweep_{args.data}.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    info = provenance()
+    for seed in args.seeds:
+        X_train, y_train, X_val, y_val = load_split(args.data, seed, args.noise)
+        for label in labels:
+            kind, params = grid[label]
+            clf = ESTIMATORS[kind](**{**BASE, **params}, random_state=seed)
+            start = time.perf_counter()
+            clf.fit(X_train, y_train)
+            seconds = time.perf_counter() - start
+            scores = clf.decision_function(X_val)
+            row = {"data": args.data, "noise": args.noise, "seed": seed, "grid": args.grid,
+                   "label": label, "estimator": kind, "params": params,
+                   "epochs": clf.n_iter_, "fit_seconds": round(seconds, 1),
+                   "tau": clf.logit_adjustment_, **info}
+            for name, k, average in (("top1", 1, "micro"), ("top5", 5, "micro"),
+                                     ("macro_top5", 5, "macro")):
+                row[f"val_{name}"] = top_k_accuracy_score(y_val, scores, k=k, average=average,
+                                                          labels=clf.classes_)
+            with out.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

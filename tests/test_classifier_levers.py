@@ -1,0 +1,119 @@
+"""The long-tail and training levers of the estimators: validation and behaviour."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.metrics import balanced_accuracy_score
+
+from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk._combined import HingeWithCrossEntropy
+from sktopk._logit_adjusted import log_class_prior
+from sktopk.losses import TopKHingeLoss
+
+FAST = {"k": 2, "hidden_layer_sizes": (16,), "max_epochs": 8, "batch_size": 64,
+        "device": "cpu", "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(n_samples=500, n_classes=6, n_informative=6,
+                               weights=[0.45, 0.25, 0.12, 0.1, 0.05, 0.03], random_state=0)
+
+
+@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
+@pytest.mark.parametrize(("params", "error", "match"), [
+    ({"monitor": "accuracy"}, ValueError, "monitor must be one of"),
+    ({"lr_schedule": "linear"}, ValueError, "lr_schedule must be one of"),
+    ({"warmup_epochs": -1}, ValueError, "warmup_epochs must be an integer >= 0"),
+    ({"warmup_epochs": 8}, ValueError, "warmup_epochs=8 must be smaller than max_epochs=8"),
+    ({"drw_start": 1.5}, ValueError, r"drw_start must be in \[0, 1\]"),
+    ({"drw_start": "late"}, TypeError, "drw_start must be a real number"),
+    ({"ce_weight": -0.1}, ValueError, "ce_weight must be in"),
+    ({"logit_adjustment": "yes"}, ValueError, "logit_adjustment must be 'auto' or a number"),
+    ({"logit_adjustment": -1.0}, ValueError, "logit_adjustment must be in"),
+])
+def test_bad_lever_values_are_clear_errors(Estimator, params, error, match, data):
+    X, y = data
+    with pytest.raises(error, match=match):
+        Estimator(**{**FAST, **params}).fit(X, y)
+
+
+def test_ce_weight_needs_a_hinge_loss(data):
+    X, y = data
+    with pytest.raises(ValueError, match="ce_weight=0.5 adds cross-entropy to a top-K hinge"):
+        TopKClassifier(**FAST, loss="cross_entropy", ce_weight=0.5).fit(X, y)
+    with pytest.raises(ValueError, match="is not one"):
+        ImbalancedTopKClassifier(**FAST, loss="ldam", ce_weight=0.5).fit(X, y)
+
+
+def test_hinge_with_cross_entropy_is_the_sum():
+    gen = torch.Generator().manual_seed(0)
+    scores, target = torch.randn(40, 8, generator=gen), torch.randint(0, 8, (40,), generator=gen)
+    weight = torch.rand(40, generator=gen)
+    hinge = TopKHingeLoss(k=2, epsilon=0.0)
+    combined = HingeWithCrossEntropy(hinge, 0.3, scale=2.0)
+    ce = torch.nn.functional.cross_entropy(2.0 * scores, target, reduction="none")
+    expected = hinge(scores, target, weight=weight) + 0.3 * (ce * weight).sum() / weight.sum()
+    torch.testing.assert_close(combined(scores, target, weight=weight), expected)
+
+
+@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
+def test_posthoc_adjustment_shifts_the_scores_by_tau_log_prior(Estimator, data):
+    X, y = data
+    plain = Estimator(**FAST).fit(X, y)
+    adjusted = Estimator(**FAST, logit_adjustment=0.5).fit(X, y)
+    assert plain.logit_adjustment_ == 0.0 and adjusted.logit_adjustment_ == 0.5
+    scale = plain._logit_scale()
+    expected = plain.decision_function(X) - 0.5 * log_class_prior(np.bincount(y)).numpy() / scale
+    np.testing.assert_allclose(adjusted.decision_function(X), expected, rtol=1e-5, atol=1e-6)
+    top = np.argsort(-expected, axis=1, kind="stable")[:, :2]
+    np.testing.assert_array_equal(adjusted.predict_topk(X), adjusted.classes_[top])
+
+
+def test_auto_adjustment_picks_the_best_tau_on_the_hold_out(data, monkeypatch):
+    X, y = data
+    clf = ImbalancedTopKClassifier(**FAST, logit_adjustment="auto").fit(X, y)
+    from sktopk import _classifier
+    assert clf.logit_adjustment_ in _classifier._TAU_GRID
+    without_hold_out = ImbalancedTopKClassifier(**FAST, logit_adjustment="auto",
+                                                early_stopping=False)
+    with pytest.warns(UserWarning, match="no adjustment"):
+        without_hold_out.fit(X, y)
+    assert without_hold_out.logit_adjustment_ == 0.0
+
+
+@pytest.mark.parametrize(("monitor", "key"), [("loss", "holdout_loss"),
+                                              ("top_k", "valid_topk"),
+                                              ("macro_top_k", "valid_topk")])
+def test_monitor_chooses_what_early_stopping_watches(monitor, key, data):
+    X, y = data
+    clf = TopKClassifier(**{**FAST, "max_epochs": 30}, n_iter_no_change=3,
+                         monitor=monitor).fit(X, y)
+    values = [row[key] for row in clf.history_]
+    best = int(np.argmin(values) if monitor == "loss" else np.argmax(values))
+    # early stopping ran and stopped n_iter_no_change epochs after the best one
+    assert clf.n_iter_ == 30 or clf.n_iter_ == best + 1 + 3
+    assert clf.monitor == monitor
+
+
+def test_macro_monitor_records_the_class_averaged_rate(data):
+    X, y = data
+    micro = TopKClassifier(**FAST, monitor="top_k").fit(X, y)
+    macro = TopKClassifier(**FAST, monitor="macro_top_k").fit(X, y)
+    # same training (the monitor only reads the hold-out), different numbers recorded
+    assert micro.history_[0]["valid_topk"] != macro.history_[0]["valid_topk"]
+    assert micro.history_[0]["train_loss"] == macro.history_[0]["train_loss"]
+
+
+def test_logit_adjusted_loss_trains_and_gives_probabilities(data):
+    X, y = data
+    params = {**FAST, "max_epochs": 40, "early_stopping": False}
+    plain = TopKClassifier(**params, loss="cross_entropy").fit(X, y)
+    clf = TopKClassifier(**params, loss="logit_adjusted").fit(X, y)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    # the adjustment targets the balanced error: rare classes are recalled more often
+    assert (balanced_accuracy_score(y, clf.predict(X))
+            > balanced_accuracy_score(y, plain.predict(X)) + 0.05)
+    np.testing.assert_array_equal(clf.class_counts_, np.bincount(y))

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk._modules import MLP, SparseInputLinear
+from sktopk._training import TensorData, csr_to_torch
+
+
+def _random_csr(n, d, density, seed):
+    return sp.random(n, d, density=density, format="csr", dtype=np.float32, random_state=seed)
+
+
+@pytest.mark.parametrize("layout", ["csr", "coo"])
+def test_sparse_input_linear_matches_dense_forward_and_backward(layout):
+    X = _random_csr(50, 300, 0.02, 0)
+    x_sparse = csr_to_torch(X) if layout == "csr" else csr_to_torch(X).to_sparse_coo()
+    x_dense = torch.from_numpy(X.toarray())
+    layer = SparseInputLinear(300, 7)
+    upstream = torch.randn(50, 7, generator=torch.Generator().manual_seed(1))
+    out_sparse = layer(x_sparse)
+    (out_sparse * upstream).sum().backward()
+    grads_sparse = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    out_dense = layer(x_dense)
+    (out_dense * upstream).sum().backward()
+    torch.testing.assert_close(out_sparse, out_dense, rtol=1e-5, atol=1e-6)
+    for got, expected in zip(grads_sparse, [p.grad for p in layer.parameters()], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_csr_to_torch_round_trips_and_tensor_data_hands_out_sparse_batches():
+    X = _random_csr(40, 25, 0.1, 2)
+    np.testing.assert_array_equal(csr_to_torch(X).to_dense().numpy(), X.toarray())
+    data = TensorData(X, np.zeros(40, dtype=int), sparse_batches=True)
+    batch = data.features(torch.tensor([3, 1, 7]))
+    assert batch.layout == torch.sparse_csr
+    np.testing.assert_array_equal(batch.to_dense().numpy(), X[[3, 1, 7]].toarray())
+    assert data.subset(np.array([0, 5])).features(slice(0, 2)).layout == torch.sparse_csr
+    assert TensorData(X).features(slice(0, 2)).layout == torch.strided
+
+
+@pytest.mark.parametrize(("hidden", "cosine"), [((16,), False), ((16, 8), True), ((), False)])
+def test_mlp_scores_sparse_batches_like_dense_ones(hidden, cosine):
+    X = _random_csr(30, 200, 0.05, 3)
+    net = MLP(200, 6, hidden, cosine_head=cosine, generator=torch.Generator().manual_seed(0))
+    assert net.accepts_sparse
+    torch.testing.assert_close(net(csr_to_torch(X)), net(torch.from_numpy(X.toarray())),
+                               rtol=1e-5, atol=1e-6)
+    assert not MLP(200, 6, (), cosine_head=True).accepts_sparse
+
+
+@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
+def test_estimators_train_on_sparse_batches_like_on_dense_arrays(Estimator):
+    rng = np.random.default_rng(0)
+    X = _random_csr(300, 2000, 0.01, 4)
+    y = rng.integers(0, 6, 300)
+    params = dict(k=2, hidden_layer_sizes=(16,), max_epochs=4, device="cpu", random_state=0)
+    sparse_fit = Estimator(**params).fit(X, y)
+    assert sparse_fit._sparse_batches()
+    dense_fit = Estimator(**params).fit(X.toarray(), y)
+    np.testing.assert_allclose(sparse_fit.decision_function(X),
+                               dense_fit.decision_function(X.toarray()), atol=1e-5)
