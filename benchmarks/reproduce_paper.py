@@ -13,6 +13,8 @@ top-K SVM of Berrada et al. This script tests each claim here:
   cross-entropy, focal, LDAM, smooth SVM, balanced and imbalanced top-K hinge;
   top-5 and macro top-5 accuracy, fit time.
 - ``cost``: forward+backward time of the losses versus C and k (a figure).
+- ``defaults``: every estimator at its defaults (no tuning), cities and languages
+  with 0, 20 and 40% label noise, with the paired difference to cross-entropy.
 
 Protocol (the same for every method): per seed, a stratified 60/20/20
 train/validation/test split in which every class keeps at least one training
@@ -22,25 +24,32 @@ reduced to 256 dimensions by SVD, fitted on the training texts; the same MLP
 training split); each method gets two values of its own main hyperparameter,
 chosen on the validation split (top-5 for languages, macro top-5 for cities); the
 chosen model is scored once on the test split. Mean and standard deviation over
-the seeds.
+the seeds, and the paired (same seed, same split) difference to cross-entropy with
+its 95% t-interval. Every raw row records the commit, the library versions and
+the torch thread count.
 
 Usage::
 
     python benchmarks/reproduce_paper.py noise --seeds 0 1 2
     python benchmarks/reproduce_paper.py cities --seeds 0 1 2
     python benchmarks/reproduce_paper.py cost
+    python benchmarks/reproduce_paper.py defaults --seeds 0 1 2 3 4
 """
 
 import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import sklearn
+import skorch
 import torch
+from scipy import stats
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
 from sktopk.datasets import corrupt_labels, load_cities, load_languages, make_text_vectorizer
@@ -86,10 +95,63 @@ def candidates(method):
                        [{"tau": 0.1}, {"tau": 1.0}]),
         "topk_hinge": (TopKClassifier, {"loss": "topk_hinge", "n_perturbations": 10},
                        "epsilon", [0.2, 1.0]),
-        "imbalanced_topk_hinge": (ImbalancedTopKClassifier,
-                                  {"n_perturbations": 5, "max_margin": 0.2, "scale": 60.0},
+        "imbalanced_topk_hinge": (ImbalancedTopKClassifier, {"logit_adjustment": 0.0},
                                   "epsilon", [0.01, 0.05]),
+        # Long-tail baselines and levers (issue 10).
+        "logit_adjusted_ce": (TopKClassifier, {"loss": "logit_adjusted",
+                                               "monitor": "macro_top_k"},
+                              "loss_params", [{"tau": 0.5}, {"tau": 1.0}]),
+        "cross_entropy_posthoc": (TopKClassifier, {"loss": "cross_entropy",
+                                                   "monitor": "macro_top_k"},
+                                  "logit_adjustment", [0.5, 1.0]),
+        "cross_entropy_drw": (TopKClassifier, {"loss": "cross_entropy",
+                                               "monitor": "macro_top_k"},
+                              "drw_start", [0.5, 0.8]),
+        "imbalanced_topk_hinge_drw": (ImbalancedTopKClassifier, {"logit_adjustment": 0.0},
+                                      "drw_start", [0.5, 0.8]),
+        "imbalanced_topk_hinge_defaults": (ImbalancedTopKClassifier, {}, "epsilon",
+                                           [None, None]),
     }[method]
+
+
+def provenance():
+    """Commit (with '+dirty' if sktopk/ has uncommitted changes), versions, threads."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=HERE).stdout.strip()
+    dirty = "+dirty" if git("status", "--porcelain", "sktopk", "benchmarks/*.py") else ""
+    return {"commit": git("rev-parse", "--short", "HEAD") + dirty, "torch": torch.__version__,
+            "sklearn": sklearn.__version__, "skorch": skorch.__version__,
+            "numpy": np.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.machine()}
+
+
+def paired_difference(rows, metric, baseline, group_keys=()):
+    """Mean paired difference to ``baseline`` (same seed and group) with its 95% t-interval."""
+    by_key = {}
+    for row in rows:
+        key = tuple(row[k] for k in group_keys)
+        by_key.setdefault(key, {}).setdefault(row["method"], {})[row["seed"]] = row[metric]
+    lines = ["| " + " | ".join(group_keys) + f" | method | {metric} - {baseline} | 95% CI | "
+             "seeds |", "|" + "---|" * (len(group_keys) + 4)]
+    for key, methods in by_key.items():
+        base = methods.get(baseline, {})
+        for method, values in methods.items():
+            if method == baseline:
+                continue
+            seeds = sorted(set(values) & set(base))
+            diffs = np.array([values[s] - base[s] for s in seeds]) * 100
+            if len(diffs) == 0:
+                continue
+            mean = diffs.mean()
+            if len(diffs) > 1:
+                half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+                interval = f"[{mean - half:+.1f}, {mean + half:+.1f}]"
+            else:
+                interval = "-"
+            lines.append("| " + " | ".join(str(k) for k in key) + f" | {method} | "
+                         f"{mean:+.1f} | {interval} | {len(diffs)} |")
+    return "\n".join(lines)
 
 
 def run_method(method, X, y, seed, select_average):
@@ -98,7 +160,8 @@ def run_method(method, X, y, seed, select_average):
     (X_train, X_val, X_test), (y_train, y_val, y_test) = X, y
     best = None
     for value in values:
-        clf = Estimator(**COMMON, **fixed, **{tuned: value}, random_state=seed)
+        tuned_params = {} if value is None else {tuned: value}
+        clf = Estimator(**COMMON, **fixed, **tuned_params, random_state=seed)
         start = time.perf_counter()
         clf.fit(X_train, y_train)
         fit_time = time.perf_counter() - start
@@ -106,6 +169,8 @@ def run_method(method, X, y, seed, select_average):
                                          average=select_average, labels=clf.classes_)
         if best is None or val_score > best[0]:
             best = (val_score, value, clf, fit_time)
+        if value is None:
+            break
     val_score, value, clf, fit_time = best
     scores = clf.decision_function(X_test)
     return {
@@ -115,6 +180,7 @@ def run_method(method, X, y, seed, select_average):
         "macro_top5": top_k_accuracy_score(y_test, scores, k=K, average="macro",
                                            labels=clf.classes_),
         "fit_seconds": fit_time, "epochs": clf.n_iter_,
+        "tau": getattr(clf, "logit_adjustment_", 0.0), **provenance(),
     }
 
 
@@ -152,7 +218,8 @@ def part_noise(seeds):
                 row["noise"] = noise
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    return rows, summarize(rows, ["noise", "method"], ["top1", "top5", "fit_seconds"])
+    table = summarize(rows, ["noise", "method"], ["top1", "top5", "fit_seconds"])
+    return rows, table + "\n\n" + paired_difference(rows, "top5", "cross_entropy", ("noise",))
 
 
 def part_cities(seeds):
@@ -163,12 +230,69 @@ def part_cities(seeds):
         parts = split_three_ways(data.target, rng)
         X = featurize(list(data.data), parts, seed)
         y = tuple(data.target[p] for p in parts)
-        for method in ("cross_entropy", "focal", "ldam", "smooth_svm", "topk_hinge",
-                       "imbalanced_topk_hinge"):
+        for method in CITIES_METHODS:
             row = run_method(method, X, y, seed, "macro")
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return rows, summarize(rows, ["method"], ["top1", "top5", "macro_top5", "fit_seconds"])
+    table = summarize(rows, ["method"], ["top1", "top5", "macro_top5", "fit_seconds"])
+    diffs = [paired_difference(rows, metric, "cross_entropy") for metric in ("top5", "macro_top5")]
+    return rows, "\n\n".join([table, *diffs])
+
+
+CITIES_METHODS = ("cross_entropy", "focal", "ldam", "smooth_svm", "topk_hinge",
+                  "imbalanced_topk_hinge", "logit_adjusted_ce", "cross_entropy_posthoc",
+                  "cross_entropy_drw", "imbalanced_topk_hinge_drw",
+                  "imbalanced_topk_hinge_defaults")
+
+# The acceptance comparisons: each estimator exactly at its defaults.
+DEFAULTS = {
+    "cities": {
+        "ImbalancedTopKClassifier()": (ImbalancedTopKClassifier, {}),
+        "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
+        "TopKClassifier(loss='logit_adjusted')": (TopKClassifier, {"loss": "logit_adjusted"}),
+        "TopKClassifier()": (TopKClassifier, {}),
+    },
+    "languages": {
+        "TopKClassifier()": (TopKClassifier, {}),
+        "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
+    },
+}
+
+
+def part_defaults(seeds, datasets=("cities", "languages")):
+    rows = []
+    for seed in seeds:
+        for dataset in datasets:
+            data = load_cities() if dataset == "cities" else load_languages()
+            rng = np.random.default_rng(seed)
+            parts = split_three_ways(data.target, rng)
+            X_train, _, X_test = featurize(list(data.data), parts, seed)
+            y_train, _, y_test = (data.target[p] for p in parts)
+            for noise in ((0.0,) if dataset == "cities" else (0.0, 0.2, 0.4)):
+                noisy = corrupt_labels(y_train, noise, random_state=seed) if noise else y_train
+                for name, (Estimator, params) in DEFAULTS[dataset].items():
+                    clf = Estimator(**params, random_state=seed)
+                    start = time.perf_counter()
+                    clf.fit(X_train, noisy)
+                    fit_time = time.perf_counter() - start
+                    scores = clf.decision_function(X_test)
+                    row = {"dataset": dataset, "noise": noise, "method": name, "seed": seed,
+                           "top1": top_k_accuracy_score(y_test, scores, k=1,
+                                                        labels=clf.classes_),
+                           "top5": top_k_accuracy_score(y_test, scores, k=K,
+                                                        labels=clf.classes_),
+                           "macro_top5": top_k_accuracy_score(y_test, scores, k=K,
+                                                              average="macro",
+                                                              labels=clf.classes_),
+                           "fit_seconds": fit_time, "epochs": clf.n_iter_,
+                           "tau": clf.logit_adjustment_, **provenance()}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    table = summarize(rows, ["dataset", "noise", "method"],
+                      ["top1", "top5", "macro_top5", "fit_seconds"])
+    diffs = [paired_difference(rows, metric, "TopKClassifier(loss='cross_entropy')",
+                               ("dataset", "noise")) for metric in ("top5", "macro_top5")]
+    return rows, "\n\n".join([table, *diffs])
 
 
 def part_cost():
@@ -209,22 +333,32 @@ def part_cost():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["noise", "cities", "cost"])
+    parser.add_argument("part", choices=["noise", "cities", "cost", "defaults"])
+    parser.add_argument("--datasets", nargs="+", default=["cities", "languages"],
+                        help="for 'defaults': which data sets")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="for 'cities': a subset of the methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tag", default="", help="suffix of the raw-rows file name")
     args = parser.parse_args(argv)
     torch.set_num_threads(1 if args.part == "cost" else args.threads)
     start = time.perf_counter()
     if args.part == "noise":
         rows, table = part_noise(args.seeds)
     elif args.part == "cities":
+        if args.methods:
+            global CITIES_METHODS
+            CITIES_METHODS = tuple(args.methods)
         rows, table = part_cities(args.seeds)
+    elif args.part == "defaults":
+        rows, table = part_defaults(args.seeds, tuple(args.datasets))
     else:
         rows, table = part_cost()
     results = HERE / "results"
     results.mkdir(exist_ok=True)
-    (results / f"reproduce_{args.part}.json").write_text(json.dumps(rows, indent=1,
-                                                                    default=str))
+    name = f"reproduce_{args.part}{'_' + args.tag if args.tag else ''}.json"
+    (results / name).write_text(json.dumps(rows, indent=1, default=str))
     print(f"\n## {args.part} ({platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), seeds {args.seeds}, "
           f"{time.perf_counter() - start:.0f} s)\n")

@@ -61,6 +61,16 @@ GRIDS = {
             "imb eps.05 lr3e-3": ("imb", {"epsilon": 0.05, "learning_rate": 3e-3}),
             "imb eps.05 B10": ("imb", {"epsilon": 0.05, "n_perturbations": 10}),
         },
+        "refine": {
+            "imb eps.2": ("imb", {"epsilon": 0.2}),
+            "imb eps.3": ("imb", {"epsilon": 0.3}),
+            "imb eps.2 drw.5": ("imb", {"epsilon": 0.2, "drw_start": 0.5}),
+            "imb eps.2 m.4": ("imb", {"epsilon": 0.2, "max_margin": 0.4}),
+            "imb eps.2 cos": ("imb", {"epsilon": 0.2, "lr_schedule": "cosine"}),
+            "imb eps.2 lr3e-3": ("imb", {"epsilon": 0.2, "learning_rate": 3e-3}),
+            "imb eps.2 drop.3": ("imb", {"epsilon": 0.2, "dropout": 0.3}),
+            "imb eps.2 ce.1": ("imb", {"epsilon": 0.2, "ce_weight": 0.1}),
+        },
     },
     "languages": {
         "coarse": {
@@ -97,12 +107,17 @@ def split_three_ways(y, rng, valid=0.2, test=0.2):
     return tuple(np.sort(np.concatenate(part)) for part in (train, val, tst))
 
 
-def load_split(data, seed, noise):
-    """Training and validation features and labels of one seed (the test part is dropped)."""
+def load_split(data, seed, noise, features="svd"):
+    """Training and validation features and labels of one seed (the test part is dropped).
+
+    ``features="svd"``: tf-idf reduced to 256 dense dimensions; ``"raw"``: the sparse
+    tf-idf matrix itself (fed to the first layer without densifying).
+    """
     bunch = load_cities() if data == "cities" else load_languages()
     texts = list(bunch.data)
     train, val, _ = split_three_ways(bunch.target, np.random.default_rng(seed))
-    vectorizer = make_text_vectorizer(n_components=256, random_state=seed)
+    n_components = 256 if features == "svd" else None
+    vectorizer = make_text_vectorizer(n_components=n_components, random_state=seed)
     X_train = vectorizer.fit_transform([texts[i] for i in train]).astype(np.float32)
     X_val = vectorizer.transform([texts[i] for i in val]).astype(np.float32)
     y_train, y_val = bunch.target[train], bunch.target[val]
@@ -130,6 +145,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="labels of the grid to run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=None)
+    parser.add_argument("--features", choices=["svd", "raw"], default="svd")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     grid = GRIDS[args.data][args.grid]
@@ -138,7 +154,7 @@ def main(argv=None):
     out.parent.mkdir(exist_ok=True)
     info = provenance()
     for seed in args.seeds:
-        X_train, y_train, X_val, y_val = load_split(args.data, seed, args.noise)
+        X_train, y_train, X_val, y_val = load_split(args.data, seed, args.noise, args.features)
         for label in labels:
             kind, params = grid[label]
             clf = ESTIMATORS[kind](**{**BASE, **params}, random_state=seed)
@@ -147,6 +163,7 @@ def main(argv=None):
             seconds = time.perf_counter() - start
             scores = clf.decision_function(X_val)
             row = {"data": args.data, "noise": args.noise, "seed": seed, "grid": args.grid,
+                   "features": args.features,
                    "label": label, "estimator": kind, "params": params,
                    "epochs": clf.n_iter_, "fit_seconds": round(seconds, 1),
                    "tau": clf.logit_adjustment_, **info}

@@ -662,6 +662,35 @@ _SHARED_PARAMS_DOC = """
     precision : {"fp32", "bf16"}, default="fp32"
         "bf16" runs the network under bfloat16 autocast (matmuls in bfloat16,
         weights and the loss in float32): faster on GPUs with bfloat16 tensor cores.
+    monitor : {"top_k", "macro_top_k", "loss"}
+        What early stopping watches on the hold-out: the top-k accuracy
+        ("top_k", the default of :class:`TopKClassifier`), its class average
+        ("macro_top_k", the default of :class:`ImbalancedTopKClassifier`), or the
+        training loss ("loss", recorded as ``holdout_loss``).
+    lr_schedule : {"constant", "cosine", "step"}, default="constant"
+        Learning-rate schedule over ``max_epochs`` (per epoch, through skorch's
+        ``LRScheduler``): "cosine" anneals to 0, "step" divides by 10 at 80% and
+        90% of ``max_epochs``. Early stopping may end training before the end.
+    warmup_epochs : int, default=0
+        Epochs of linear warm-up before the schedule (any schedule).
+    drw_start : float in [0, 1] or None, default=None
+        Deferred re-weighting (Cao et al., 2019): from epoch
+        ``floor(drw_start * max_epochs) + 1`` on, each sample's weight is multiplied
+        by its class's effective-number weight ``(1 - beta) / (1 - beta ** n_c)``
+        (``beta=0.9999``, normalised to sum to the number of classes). With early
+        stopping, a plateau before that epoch switches the weights on instead of
+        stopping (best weights so far restored, patience restarted), and the best
+        epoch of both stages on the monitored metric is kept. None: never.
+    ce_weight : float, default=0.0
+        Adds ``ce_weight`` times the cross-entropy (of ``scale * scores`` for the
+        cosine head) to a top-K hinge loss, to keep pulling the true class to rank 1.
+    logit_adjustment : float or "auto", default=0.0
+        Post-hoc logit adjustment (Menon et al., 2021): the scores used by
+        ``decision_function``, ``predict``, ``predict_topk`` and ``predict_proba``
+        become ``s - tau * log(prior) / scale`` with the training class priors.
+        "auto" chooses tau on the early-stopping hold-out, among
+        0, 0.05, ..., 2, for the monitored metric ("loss": the estimator's default
+        metric); ``logit_adjustment_`` records it.
 
     Attributes
     ----------
@@ -679,6 +708,10 @@ _SHARED_PARAMS_DOC = """
         Number of epochs run.
     device_ : str
         Device the network lives on.
+    class_counts_ : ndarray of shape (n_classes,)
+        Training samples per class (accumulated over ``partial_fit`` calls).
+    logit_adjustment_ : float
+        The tau of the post-hoc logit adjustment applied to the scores.
 """
 
 
@@ -699,8 +732,10 @@ class TopKClassifier(_BaseTopKClassifier):
         Noise scale of the smoothing (0: the exact top-K calibrated hinge).
     n_perturbations : int, default=10
         Monte-Carlo draws of the smoothing.
-    loss : {"topk_hinge", "cross_entropy", "smooth_svm", "focal"}, default="topk_hinge"
-        "smooth_svm" is the smooth top-K SVM of Berrada et al. (2018) with this k.
+    loss : {"topk_hinge", "cross_entropy", "smooth_svm", "focal", "logit_adjusted"}
+        Default "topk_hinge". "smooth_svm" is the smooth top-K SVM of Berrada et al. (2018) with this k;
+        "logit_adjusted" the logit-adjusted cross-entropy of Menon et al. (2021),
+        ``CE(s + tau * log(prior))`` (``loss_params={"tau": 1.0}`` by default).
 """ + _SHARED_PARAMS_DOC + """
     See Also
     --------
@@ -804,9 +839,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
         Multiplier of the cosine scores inside the loss.
     loss : {"topk_hinge", "ldam"}, default="topk_hinge"
         "ldam" is the LDAM baseline (Cao et al., 2019) on the same head and margins.
-""" + _SHARED_PARAMS_DOC + """    class_counts_ : ndarray of shape (n_classes,)
-        Training samples per class (accumulated over ``partial_fit`` calls).
-    margins_ : ndarray of shape (n_classes,)
+""" + _SHARED_PARAMS_DOC + """    margins_ : ndarray of shape (n_classes,)
         The class margins of the loss (zero counts are treated as 1).
 
     See Also
