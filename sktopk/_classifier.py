@@ -2,17 +2,23 @@
 
 import copy
 import inspect
-import numbers
+import threading
 import warnings
+import weakref
+from contextlib import contextmanager, nullcontext
+from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
-from skorch.callbacks import ProgressBar
+from skorch.callbacks import Callback, ProgressBar
+from skorch.callbacks.scoring import ScoringBase
 
 from ._class_balance import (
     ClassWeightedLoss,
@@ -21,12 +27,20 @@ from ._class_balance import (
     effective_number_weights,
 )
 from ._combined import HingeWithCrossEntropy
+from ._docstring import Substitution
 from ._focal import FocalLoss
 from ._ldam import LDAMLoss
 from ._logit_adjusted import LogitAdjustedCrossEntropyLoss, posthoc_logit_adjust
 from ._margins import class_margins
-from ._modules import ACTIVATIONS, MLP
+from ._modules import ACTIVATIONS, MLP, set_dropout_generator
 from ._monitor import MONITORS, ValidationLoss
+from ._persistence import (
+    FORMAT_VERSION,
+    array_to_tensor,
+    module_from_state,
+    module_to_state,
+    tensor_to_array,
+)
 from ._ranking import top_k_indices
 from ._schedules import SCHEDULES, make_lr_scheduler
 from ._smooth_svm import SmoothTopKSVMLoss
@@ -55,6 +69,18 @@ _SEED_HIGH = np.iinfo(np.int32).max
 _TAU_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 # Effective-number beta of deferred re-weighting (Cao et al. 2019).
 _DRW_BETA = 0.9999
+# Largest finite float32: features, learning rates and noise scales are used in
+# float32, where anything larger overflows to inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Loss arguments the estimator sets from its own parameters.
+_RESERVED_LOSS_PARAMS = ("k", "epsilon", "n_perturbations", "reduction", "generator",
+                         "class_counts", "max_margin", "scale")
+# Parameters that fix the network's structure: recorded at fit, used to rebuild on load.
+_ARCHITECTURE = ("hidden_layer_sizes", "activation", "dropout")
+# Only one fit at a time may seed torch's global RNG (custom modules read it).
+_GLOBAL_RNG_LOCK = threading.RLock()
+# float64 copies of fitted networks, for CPU scoring (see _scoring_network).
+_FLOAT64_COPIES = weakref.WeakKeyDictionary()
 
 
 class _CrossEntropy(torch.nn.Module):
@@ -72,7 +98,7 @@ class _CrossEntropy(torch.nn.Module):
 
 def resolve_device(device):
     """Turn the ``device`` parameter into a torch.device, with a clear error if unusable."""
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
@@ -90,19 +116,14 @@ def resolve_device(device):
             raise ValueError(
                 f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist."
             )
-    elif resolved.type not in ("cpu", "mps"):
-        raise ValueError(f"device={device!r} is not supported; use 'auto', 'cpu' or 'cuda'.")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r} but this machine has no usable Apple MPS "
+                             "device; use device='auto' or device='cpu'.")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device={device!r} is not supported; use 'auto', 'cpu', 'cuda' "
+                         "or 'mps'.")
     return resolved
-
-
-def _check_real(value, name, low, high, *, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or np.isnan(value):
-        raise TypeError(f"{name} must be a real number, got {value!r}.")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value}.")
 
 
 def _validation_split(y, fraction, rng):
@@ -129,84 +150,235 @@ def _validation_split(y, fraction, rng):
     return train, valid
 
 
+def _check_float32_range(X, name="X"):
+    """Raise if finite float64 values would overflow to inf in the float32 network."""
+    values = X.data if sp.issparse(X) else X
+    if values.dtype == np.float64 and values.size and np.abs(values).max() > _FLOAT32_MAX:
+        raise ValueError(
+            f"{name} has values of magnitude up to {np.abs(values).max():.3g}, beyond float32 "
+            f"(max {_FLOAT32_MAX:.3g}) in which the network computes: rescale the features, "
+            "e.g. with sklearn.preprocessing.StandardScaler."
+        )
+
+
+def _check_callbacks(callbacks):
+    """The user's extra skorch callbacks as (name, callback) pairs, or a clear error."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError("callbacks must be None or a list of (name, skorch Callback) pairs, "
+                        f"got {callbacks!r}.")
+    pairs = []
+    for index, item in enumerate(callbacks):
+        if isinstance(item, Callback):
+            item = (f"callback_{index}", item)
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], Callback)):
+            raise TypeError("callbacks must be a list of (name, skorch Callback) pairs or "
+                            f"Callback instances; item {index} is {item!r}.")
+        if isinstance(item[1], ScoringBase):
+            raise TypeError(
+                f"callbacks[{index}] is a skorch {type(item[1]).__name__}, which scores the "
+                "net with skorch's own data path; sktopk trains on tensor batches it does not "
+                "read. The validation top-k accuracy is recorded as 'valid_topk' in "
+                "history_ when early_stopping=True; for another metric, write a Callback "
+                "whose on_epoch_end calls net.history.record."
+            )
+        pairs.append(item)
+    return pairs
+
+
+def _seed_sequence(base_seed, call):
+    """Independent seeds for the random streams of one fit call."""
+    words = np.random.SeedSequence([base_seed, call]).generate_state(5)
+    return dict(zip(("init", "shuffle", "loss", "split", "dropout"),
+                    (int(w) & _SEED_HIGH for w in words), strict=True))
+
+
+@contextmanager
+def _seeded_global_rng(seed, device):
+    """Seed torch's global RNG for the block, then restore it; one block at a time.
+
+    Only for user modules, which may draw from the global RNG (their own
+    initialisation, ``nn.Dropout``): the lock serialises such fits, so fits in
+    threads stay reproducible; the built-in MLP never needs it.
+    """
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(
+            devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
     """Fit/predict machinery shared by the two estimators."""
 
     _losses = ()
     _probabilistic_losses = ()
     _monitor_average = "micro"
-    _hinge_losses = ("topk_hinge",)
     _cosine_head = False
+    _hinge_losses = ("topk_hinge",)
+
+    _parameter_constraints = {
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "epsilon": [Interval(Real, 0, _FLOAT32_MAX, closed="left")],
+        "n_perturbations": [Interval(Integral, 1, None, closed="left")],
+        "loss": [str],
+        "hidden_layer_sizes": [tuple, list],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "module": [None, torch.nn.Module, type],
+        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
+        "learning_rate": [Interval(Real, 0, _FLOAT32_MAX, closed="neither")],
+        "weight_decay": [Interval(Real, 0, _FLOAT32_MAX, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "callbacks": [list, tuple, None],
+        "loss_params": [dict, None],
+        "precision": [StrOptions({"fp32", "bf16"})],
+        "monitor": [StrOptions(set(MONITORS))],
+        "lr_schedule": [StrOptions(set(SCHEDULES))],
+        "warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "drw_start": [Interval(Real, 0, 1, closed="both"), None],
+        "ce_weight": [Interval(Real, 0, _FLOAT32_MAX, closed="left")],
+        "logit_adjustment": [Interval(Real, 0, _FLOAT32_MAX, closed="left"),
+                             StrOptions({"auto"})],
+    }
+
+    def __init__(self, *, k, epsilon, n_perturbations, loss, hidden_layer_sizes, activation,
+                 dropout, module, optimizer, learning_rate, weight_decay, batch_size,
+                 max_epochs, early_stopping, validation_fraction, n_iter_no_change,
+                 class_weight, device, random_state, verbose, warm_start, callbacks,
+                 loss_params, precision, monitor, lr_schedule, warmup_epochs, drw_start,
+                 ce_weight, logit_adjustment):
+        self.k = k
+        self.epsilon = epsilon
+        self.n_perturbations = n_perturbations
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.module = module
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.loss_params = loss_params
+        self.precision = precision
+        self.monitor = monitor
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
+        self.drw_start = drw_start
+        self.ce_weight = ce_weight
+        self.logit_adjustment = logit_adjustment
 
     # ----------------------------------------------------------------- checks
     def _check_params(self):
-        check_positive_int(self.k, "k")
+        """Declared constraints first, then what they cannot express; returns the device."""
+        self._validate_params()
         if self.loss not in self._losses:
             raise ValueError(f"loss must be one of {self._losses}, got {self.loss!r}.")
-        _check_real(self.epsilon, "epsilon", 0, np.inf, high_open=True)
-        check_positive_int(self.n_perturbations, "n_perturbations")
         sizes = self.hidden_layer_sizes
-        if not isinstance(sizes, (tuple, list)) or not all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in sizes
-        ):
+        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0
+                   for s in sizes):
             raise ValueError(
                 "hidden_layer_sizes must be a tuple of positive integers (() for a linear "
                 f"model), got {sizes!r}."
             )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, "
-                             f"got {self.activation!r}.")
-        _check_real(self.dropout, "dropout", 0, 1, high_open=True)
-        if not (self.optimizer in _OPTIMIZERS or (
-                isinstance(self.optimizer, type)
-                and issubclass(self.optimizer, torch.optim.Optimizer))):
-            raise ValueError(f"optimizer must be one of {tuple(_OPTIMIZERS)} or a "
-                             f"torch.optim.Optimizer class, got {self.optimizer!r}.")
-        _check_real(self.learning_rate, "learning_rate", 0, np.inf, low_open=True,
-                    high_open=True)
-        _check_real(self.weight_decay, "weight_decay", 0, np.inf, high_open=True)
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.max_epochs, "max_epochs")
-        _check_real(self.validation_fraction, "validation_fraction", 0, 1, low_open=True,
-                    high_open=True)
-        check_positive_int(self.n_iter_no_change, "n_iter_no_change")
-        if self.class_weight is not None and not (
-                self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
-            raise ValueError("class_weight must be None, 'balanced' or a dict {label: weight}, "
-                             f"got {self.class_weight!r}.")
-        if self.module is not None and not (
-                isinstance(self.module, torch.nn.Module)
-                or (isinstance(self.module, type) and issubclass(self.module, torch.nn.Module))):
+        if isinstance(self.module, type) and not issubclass(self.module, torch.nn.Module):
             raise TypeError("module must be None, a torch.nn.Module instance or a Module "
                             f"class, got {self.module!r}.")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}.")
-        if self.loss_params is not None and not isinstance(self.loss_params, dict):
-            raise TypeError(f"loss_params must be None or a dict, got {self.loss_params!r}.")
-        self._check_lever_params()
-        return resolve_device(self.device)
-
-    def _check_lever_params(self):
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}.")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}.")
-        check_positive_int(self.warmup_epochs, "warmup_epochs", minimum=0)
+        self._optimizer_spec()
+        self._class_weight_dict()
+        _check_callbacks(self.callbacks)
+        self._check_loss_params()
         if self.warmup_epochs >= self.max_epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be smaller than "
                              f"max_epochs={self.max_epochs}.")
-        if self.drw_start is not None:
-            _check_real(self.drw_start, "drw_start", 0, 1)
-        _check_real(self.ce_weight, "ce_weight", 0, np.inf, high_open=True)
         if self.ce_weight > 0 and self.loss not in self._hinge_losses:
             raise ValueError(f"ce_weight={self.ce_weight} adds cross-entropy to a top-K hinge "
                              f"loss; loss={self.loss!r} is not one. Use loss in "
                              f"{self._hinge_losses} or ce_weight=0.")
-        if not (isinstance(self.logit_adjustment, str) and self.logit_adjustment == "auto"):
-            if isinstance(self.logit_adjustment, str):
-                raise ValueError("logit_adjustment must be 'auto' or a number >= 0, got "
-                                 f"{self.logit_adjustment!r}.")
-            _check_real(self.logit_adjustment, "logit_adjustment", 0, np.inf, high_open=True)
+        return resolve_device(self.device)
+
+    def _optimizer_spec(self):
+        """The optimizer class and its constructor keywords, validated."""
+        if isinstance(self.optimizer, str):
+            optimizer, kwargs = _OPTIMIZERS[self.optimizer]
+            kwargs = dict(kwargs)
+        else:
+            optimizer, kwargs = self.optimizer, {}
+            if not issubclass(optimizer, torch.optim.Optimizer):
+                raise TypeError(f"optimizer must be one of {tuple(_OPTIMIZERS)} or a "
+                                f"torch.optim.Optimizer class, got {optimizer!r}.")
+            if issubclass(optimizer, torch.optim.LBFGS):
+                raise ValueError(
+                    "optimizer=LBFGS is not supported: it re-evaluates the loss on the same "
+                    "batch inside its step, which minibatch training with fresh loss noise "
+                    "does not provide. Use 'adamw', 'adam', 'sgd' or another first-order "
+                    "torch.optim.Optimizer."
+                )
+        accepted = inspect.signature(optimizer).parameters
+        if "weight_decay" in accepted:
+            kwargs["weight_decay"] = self.weight_decay
+        elif self.weight_decay:
+            raise ValueError(f"{optimizer.__name__} takes no weight_decay; set "
+                             "weight_decay=0 to use it.")
+        return optimizer, kwargs
+
+    def _class_weight_dict(self):
+        """Validate a dict ``class_weight``: finite, non-negative, not all zero."""
+        if not isinstance(self.class_weight, dict):
+            return
+        values = np.array(list(self.class_weight.values()), dtype=object)
+        try:
+            values = values.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError("class_weight values must be numbers, got "
+                            f"{self.class_weight!r}.") from exc
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError("class_weight values must be finite and >= 0, got "
+                             f"{self.class_weight!r}.")
+        if values.size and not np.any(values > 0):
+            raise ValueError("class_weight gives every class a zero weight: nothing would be "
+                             "learned. Give at least one class a positive weight.")
+
+    def _loss_class(self):
+        raise NotImplementedError
+
+    def _check_loss_params(self):
+        if not self.loss_params:
+            return
+        reserved = sorted(set(self.loss_params) & set(_RESERVED_LOSS_PARAMS))
+        if reserved:
+            raise ValueError(
+                f"loss_params sets {reserved}, which the estimator sets itself (from its own "
+                "parameters, or 'reduction' which must stay 'mean' for training): use the "
+                "estimator's parameters instead."
+            )
+        accepted = set(inspect.signature(self._loss_class()).parameters)
+        unknown = sorted(set(self.loss_params) - accepted)
+        if unknown:
+            allowed = sorted(accepted - set(_RESERVED_LOSS_PARAMS))
+            raise ValueError(f"loss_params has {unknown}, unknown to loss={self.loss!r}; "
+                             f"it accepts {allowed}.")
 
     def _effective_k(self, n_classes):
         if self.k < n_classes:
@@ -215,46 +387,145 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             f"k={self.k} but there are only {n_classes} classes; the top-k loss needs "
             f"k < n_classes, so it is trained with k={n_classes - 1}.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         return n_classes - 1
 
     # --------------------------------------------------------------- building
-    def _build_module(self, n_features, n_classes, generator):
+    def _architecture(self, n_features, n_classes):
+        """What fixes the network's structure, recorded at fit and used to rebuild on load."""
         if self.module is None:
-            return MLP(n_features, n_classes, tuple(self.hidden_layer_sizes), self.activation,
-                       self.dropout, cosine_head=self._cosine_head, generator=generator)
+            return {"kind": "mlp", "n_features": int(n_features), "n_classes": int(n_classes),
+                    "hidden_layer_sizes": tuple(int(s) for s in self.hidden_layer_sizes),
+                    "activation": self.activation, "dropout": float(self.dropout),
+                    "cosine_head": self._cosine_head}
+        module_class = self.module if isinstance(self.module, type) else type(self.module)
+        return {"kind": "custom", "n_features": n_features, "n_classes": int(n_classes),
+                "module_class": module_class}
+
+    def _new_module(self, architecture, seeds, device):
+        if architecture["kind"] == "mlp":
+            return _build_mlp(architecture, torch.Generator().manual_seed(seeds["init"]))
         if isinstance(self.module, torch.nn.Module):
             return copy.deepcopy(self.module)
         accepted = inspect.signature(self.module).parameters
         kwargs = {name: value for name, value in
-                  (("n_features", n_features), ("n_classes", n_classes)) if name in accepted}
-        # A user class initialises its weights from torch's global RNG: seed it
-        # inside a forked RNG state so random_state still fixes them.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(generator.initial_seed()))
+                  (("n_features", architecture["n_features"]),
+                   ("n_classes", architecture["n_classes"])) if name in accepted}
+        # A user class initialises its weights from torch's global RNG.
+        with _seeded_global_rng(seeds["init"], device):
             return self.module(**kwargs)
 
-    def _build_net(self, module, criterion, device, seeds, callbacks):
-        optimizer, defaults = (_OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str)
-                               else (self.optimizer, {}))
-        optimizer_kwargs = {f"optimizer__{key}": value for key, value in defaults.items()}
-        optimizer_kwargs["optimizer__weight_decay"] = self.weight_decay
-        all_callbacks = [("finite_loss_guard", FiniteLossGuard())] + list(callbacks)
+    def _continued_module(self, architecture):
+        """A copy of the fitted network to keep training, or a clear error if it cannot be."""
+        fitted = self._architecture_
+        if architecture["kind"] != fitted["kind"] or (
+                fitted["kind"] == "custom"
+                and architecture["module_class"] is not fitted["module_class"]):
+            raise ValueError(
+                "warm_start=True continues the previous network, but the module parameter "
+                "changed since the last fit. Set warm_start=False to train a new network."
+            )
+        if fitted["kind"] == "mlp":
+            if architecture["hidden_layer_sizes"] != fitted["hidden_layer_sizes"]:
+                raise ValueError(
+                    "warm_start=True continues the previous network, but hidden_layer_sizes "
+                    f"changed from {fitted['hidden_layer_sizes']} to "
+                    f"{architecture['hidden_layer_sizes']}: the weights do not fit the new "
+                    "sizes. Set warm_start=False to train a new network."
+                )
+            if architecture != fitted:
+                # activation or dropout changed: same weights, new layers around them.
+                module = _build_mlp(architecture, torch.Generator().manual_seed(0))
+                module.load_state_dict(self.module_.state_dict())
+                return module
+        return copy.deepcopy(self.module_)
+
+    def _check_module_output(self, module, data, n_classes):
+        """A custom module must give (N, n_classes) scores: fail at fit, not at predict."""
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                scores = module(data.features(slice(0, 2)))
+        finally:
+            module.train(was_training)
+        if not isinstance(scores, torch.Tensor) or scores.shape != (min(2, len(data)),
+                                                                    n_classes):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+            raise ValueError(
+                f"module returned scores of shape {shape} for {min(2, len(data))} samples; "
+                f"it must return (n_samples, n_classes) = (..., {n_classes}) scores, one per "
+                "class of y."
+            )
+
+    def _make_callbacks(self, valid_data, n_classes, train_data=None, partial=False):
+        """Every callback of a fit call, in order: the one place they are built.
+
+        ``fit`` gets the hold-out monitor and early stopping, deferred re-weighting
+        and the learning-rate schedule; ``partial_fit`` (one epoch per call) none
+        of these.
+        """
+        callbacks = [("finite_loss_guard", FiniteLossGuard())]
+        drw = None
+        if self.drw_start is not None and not partial:
+            counts = np.bincount(train_data.y.cpu().numpy(), minlength=n_classes)
+            start = int(np.floor(self.drw_start * self.max_epochs)) + 1
+            drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA), start)
+            callbacks.append(("deferred_reweighting", drw))
+        if valid_data is not None:
+            if self.monitor == "loss":
+                callbacks.append(("holdout_loss", ValidationLoss(valid_data,
+                                                                 precision=self.precision)))
+                key, lower = "holdout_loss", True
+            else:
+                average = "macro" if self.monitor == "macro_top_k" else "micro"
+                callbacks.append(("valid_topk", ValidationTopKAccuracy(
+                    valid_data, self.k_, n_classes, average, precision=self.precision)))
+                key, lower = "valid_topk", False
+            callbacks.append(("early_stopping", StagedEarlyStopping(
+                monitor=key, lower_is_better=lower, patience=self.n_iter_no_change,
+                threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent,
+                deferred=drw)))
+        if not partial:
+            scheduler = make_lr_scheduler(self.lr_schedule, self.max_epochs,
+                                          self.warmup_epochs)
+            if scheduler is not None:
+                callbacks.append(("lr_schedule", scheduler))
         if self.verbose > 0:
-            all_callbacks.append(("progress_bar", ProgressBar()))
-        all_callbacks += list(self.callbacks or [])
+            callbacks.append(("progress_bar", ProgressBar()))
+        # Copies: skorch sets attributes on its callbacks, and the user's objects
+        # (parameters of this estimator) must stay as the user made them.
+        callbacks += [(name, copy.deepcopy(callback))
+                      for name, callback in _check_callbacks(self.callbacks)]
+        return callbacks
+
+    def _build_net(self, module, criterion, device, seeds, callbacks):
+        optimizer, optimizer_params = self._optimizer_spec()
         net = TopKNet(
             module, criterion=criterion, optimizer=optimizer, lr=self.learning_rate,
             batch_size=self.batch_size, max_epochs=self.max_epochs, train_split=None,
-            callbacks=all_callbacks, device=str(device), verbose=int(self.verbose),
+            callbacks=callbacks, device=str(device), verbose=int(self.verbose),
             shuffle_generator=torch.Generator().manual_seed(seeds["shuffle"]),
             precision=self.precision,
-            **optimizer_kwargs,
+            **{f"optimizer__{key}": value for key, value in optimizer_params.items()},
         )
         if self.verbose <= 0:
             net.set_params(callbacks__print_log=None)
         return net.initialize()
+
+    def _restore_optimizer(self, net):
+        """Carry the optimizer's state (momenta) over a continued fit, with the current settings."""
+        saved = getattr(self, "_optimizer_state", None)
+        if saved is None or saved[0] is not type(net.optimizer_):
+            return
+        try:
+            net.optimizer_.load_state_dict(copy.deepcopy(saved[1]))
+        except (ValueError, KeyError, RuntimeError):
+            return  # e.g. the network was rebuilt with other parameters: start afresh
+        _, settings = self._optimizer_spec()
+        for group in net.optimizer_.param_groups:
+            group.update(settings, lr=self.learning_rate)
 
     def _loss_generator(self, device, seed):
         return torch.Generator(device=device).manual_seed(seed)
@@ -262,6 +533,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
     # ---------------------------------------------------------------- fitting
     def fit(self, X, y, sample_weight=None):
         """Train the network on ``(X, y)``.
+
+        With ``warm_start=True`` and a previous fit, training continues from the
+        previous weights (and optimizer state) with the current parameters; see
+        the ``warm_start`` parameter for what may change. If the fit fails, the
+        estimator is left exactly as it was.
 
         Parameters
         ----------
@@ -275,32 +551,54 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self : object
+            The fitted estimator.
         """
         return self._fit(X, y, sample_weight, classes=None, partial=False)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One pass (epoch) over ``(X, y)``, continuing from the current weights.
 
+        Uses the current parameters (learning rate, loss, ...), as ``warm_start``
+        does. If the call fails, the estimator is left exactly as it was.
+
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training features.
         y : array-like of shape (n_samples,)
+            Class labels, all in ``classes``.
         classes : array-like of shape (n_classes,), default=None
-            Every class of the problem; required on the first call.
+            Every class of the problem; required on the first call, and if given
+            later, it must be the same set.
         sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative per-sample weights.
 
         Returns
         -------
         self : object
+            The updated estimator.
         """
         return self._fit(X, y, sample_weight, classes=classes, partial=True)
 
     def _fit(self, X, y, sample_weight, classes, partial):
+        # Transactional: the fitted state is replaced only when the new fit
+        # succeeds; on any error the estimator is restored as it was. The old
+        # network is never trained in place (continued fits train a copy).
+        saved = self.__dict__.copy()
+        try:
+            return self._fit_or_raise(X, y, sample_weight, classes, partial)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _fit_or_raise(self, X, y, sample_weight, classes, partial):
         device = self._check_params()
-        fitted = hasattr(self, "classes_")
+        fitted = hasattr(self, "module_")
         reset = not fitted or (not partial and not self.warm_start)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=(np.float32, np.float64),
                              allow_nd=self.module is not None, reset=reset)
+        _check_float32_range(X)
         check_classification_targets(y)
         if reset:
             if partial and classes is None:
@@ -313,171 +611,205 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                     "meaningless."
                 )
             self.classes_ = all_classes
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                "classes differs from the classes of the first partial_fit call "
+                f"({self.classes_[:10]!r}): the set of classes is fixed once training has "
+                "started. Refit (fit, or warm_start=False) to change it."
+            )
         unknown = np.setdiff1d(np.unique(y), self.classes_)
         if len(unknown):
+            how = ("pass every class on the first call to partial_fit" if partial else
+                   "warm_start=True keeps the previous classes; set warm_start=False")
             raise ValueError(f"y contains labels {unknown[:10]!r} not in classes_ "
-                             f"{self.classes_[:10]!r}; pass every class on the first "
-                             "call to partial_fit, or refit.")
+                             f"{self.classes_[:10]!r}: {how}, or refit.")
         y_idx = np.searchsorted(self.classes_, y)
-        weight = None
-        if sample_weight is not None:
-            weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
-                                          ensure_non_negative=True)
-        if self.class_weight is not None:
-            class_factor = compute_sample_weight(self.class_weight, y)
-            weight = class_factor if weight is None else weight * class_factor
-
+        weight = self._sample_weight(X, y, sample_weight)
         n_classes = len(self.classes_)
+
         if reset:
-            self.k_ = self._effective_k(n_classes)
-            self.device_ = str(device)
             rng = check_random_state(self.random_state)
-            self._seeds = dict(zip(("init", "shuffle", "loss", "split"),
-                                   (int(s) for s in rng.randint(_SEED_HIGH, size=4)), strict=True))
-            self._update_class_counts(y_idx, n_classes, reset=True)
-        else:
-            self._update_class_counts(y_idx, n_classes, reset=False)
+            self._base_seed = int(rng.randint(_SEED_HIGH))
+            self._n_fit_calls = 0
+            self.history_ = []
+        seeds = _seed_sequence(self._base_seed, self._n_fit_calls)
+        self._n_fit_calls += 1
+        self.k_ = self._effective_k(n_classes)
+        self._update_class_counts(y_idx, n_classes, accumulate=partial and not reset)
 
         data = TensorData(X, y_idx, weight, device=device,
                           sparse_batches=self._sparse_batches())
-        callbacks, train_data, valid_data = [], data, None
+        architecture = self._architecture(X.shape[1:] if X.ndim > 2 else X.shape[1], n_classes)
+        module = (self._new_module(architecture, seeds, device) if reset
+                  else self._continued_module(architecture))
+        if architecture["kind"] == "custom":
+            self._check_module_output(module, data, n_classes)
+
+        train_data, valid_data = data, None
         if self.early_stopping and not partial:
-            split_rng = np.random.RandomState(self._seeds["split"])
+            split_rng = np.random.RandomState(seeds["split"])
             train_idx, valid_idx = _validation_split(y_idx, self.validation_fraction, split_rng)
             if len(valid_idx) == 0:
                 warnings.warn(
                     f"validation_fraction={self.validation_fraction} leaves no sample for "
                     f"early stopping with {len(y_idx)} samples; training for "
-                    f"max_epochs={self.max_epochs} epochs instead.", UserWarning, stacklevel=3)
+                    f"max_epochs={self.max_epochs} epochs instead.", UserWarning, stacklevel=4)
             else:
                 train_data, valid_data = data.subset(train_idx), data.subset(valid_idx)
-        if not partial:
-            callbacks = self._lever_callbacks(train_data, valid_data, n_classes)
+        callbacks = self._make_callbacks(valid_data, n_classes, train_data, partial)
+        criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
+                                         n_classes)
+        net = self._build_net(module, criterion, device, seeds, callbacks)
+        if not reset:
+            self._restore_optimizer(net)
 
-        with limited_torch_threads(thread_budget()), torch.random.fork_rng(
-                devices=[device] if device.type == "cuda" else []):
-            # Dropout draws from torch's global RNG: fork it and seed it so that
-            # random_state fixes the run without touching the caller's RNG state.
-            torch.manual_seed(self._seeds["init"])
-            if reset or getattr(self, "_net", None) is None:
-                if reset:
-                    module = self._build_module(
-                        X.shape[1], n_classes,
-                        torch.Generator().manual_seed(self._seeds["init"]))
-                else:
-                    module = self.module_
-                criterion = self._wrap_criterion(self._build_criterion(n_classes, device),
-                                                 n_classes)
-                self._net = self._build_net(module, criterion, device, self._seeds, callbacks)
-            elif not partial:
-                # warm_start: keep weights and optimizer state, refresh the callbacks.
-                if isinstance(self._net.criterion_, ClassWeightedLoss):
-                    self._net.criterion_.class_weight.fill_(1.0)
-                self._net.set_params(callbacks=self._net.callbacks[:1] + callbacks
-                                     + list(self.callbacks or []))
-                self._net.initialize_callbacks()
-            self._net.partial_fit(train_data, None, epochs=1 if partial else self.max_epochs)
-        self.module_ = self._net.module_
-        self.logit_adjustment_ = self._choose_logit_adjustment(valid_data, n_classes)
-        epochs = [{key: value for key, value in row.items() if key != "batches"}
-                  for row in self._net.history]
-        self.history_ = epochs
-        self.n_iter_ = len(epochs)
+        # The built-in MLP draws dropout masks from its own generator; a user
+        # module may read the global RNG, which is then seeded and restored.
+        rng_guard = (nullcontext() if architecture["kind"] == "mlp"
+                     else _seeded_global_rng(seeds["dropout"], device))
+        with limited_torch_threads(thread_budget()), rng_guard:
+            set_dropout_generator(net.module_, torch.Generator(device=device).manual_seed(
+                seeds["dropout"]))
+            try:
+                net.partial_fit(train_data, None, epochs=1 if partial else self.max_epochs)
+            finally:
+                set_dropout_generator(net.module_, None)
+        if not all(bool(torch.isfinite(p).all()) for p in net.module_.parameters()):
+            raise ValueError(
+                "The network's weights became NaN or infinite: the optimisation diverged. "
+                f"Lower learning_rate (now {self.learning_rate}), standardise the features, "
+                "or check them for extreme values."
+            )
+
+        logit_adjustment = self._choose_logit_adjustment(net.module_, valid_data, n_classes)
+
+        # Success: publish the new fitted state.
+        self.logit_adjustment_ = logit_adjustment
+        self.module_ = net.module_
+        self._net = net
+        self._optimizer_state = (type(net.optimizer_), net.optimizer_.state_dict())
+        self._architecture_ = architecture
+        self._fit_settings = {"loss": self.loss, "k": min(int(self.k), n_classes),
+                              "precision": self.precision, **self._extra_fit_settings()}
+        self.device_ = str(device)
+        start = len(self.history_)
+        epochs = [{**{key: value for key, value in row.items() if key != "batches"},
+                   "epoch": start + index + 1} for index, row in enumerate(net.history)]
+        self.history_ = self.history_ + epochs
+        self.n_iter_ = len(self.history_)
         return self
 
-    def _update_class_counts(self, y_idx, n_classes, reset):
-        counts = np.bincount(y_idx, minlength=n_classes).astype(np.int64)
-        self.class_counts_ = counts if reset else self.class_counts_ + counts
-        criterion = getattr(getattr(self, "_net", None), "criterion_", None)
-        while isinstance(criterion, ClassWeightedLoss):
-            criterion = criterion.loss
-        if not reset and hasattr(criterion, "set_class_counts"):
-            criterion.set_class_counts(self.class_counts_)
+    def _sample_weight(self, X, y, sample_weight):
+        weight = None
+        if sample_weight is not None:
+            weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                          ensure_non_negative=True)
+            if not np.isfinite(weight).all():
+                raise ValueError("sample_weight contains NaN or infinite values.")
+        if self.class_weight is not None:
+            class_factor = compute_sample_weight(self.class_weight, y)
+            weight = class_factor if weight is None else weight * class_factor
+        if weight is not None and not weight.sum() > 0:
+            raise ValueError(
+                "Every sample has a zero weight (sample_weight times class_weight): "
+                "nothing would be learned. Give some samples a positive weight."
+            )
+        return weight
 
+    def _extra_fit_settings(self):
+        return {}
+
+    def _update_class_counts(self, y_idx, n_classes, accumulate):
+        counts = np.bincount(y_idx, minlength=n_classes).astype(np.int64)
+        self.class_counts_ = self.class_counts_ + counts if accumulate else counts
+
+    # ------------------------------------------------------------------ levers
     def _sparse_batches(self):
         """CSR batches reach the built-in MLP's first linear layer without densifying."""
         return (self.module is None and self.precision == "fp32"
                 and (bool(self.hidden_layer_sizes) or not self._cosine_head))
 
-    # ------------------------------------------------------------------ levers
     def _wrap_criterion(self, criterion, n_classes):
         if self.ce_weight > 0:
-            criterion = HingeWithCrossEntropy(criterion, self.ce_weight, self._logit_scale())
+            criterion = HingeWithCrossEntropy(criterion, self.ce_weight,
+                                              float(getattr(self, "scale", 1.0)))
         if self.drw_start is not None:
             criterion = ClassWeightedLoss(criterion, n_classes)
         return criterion
 
-    def _lever_callbacks(self, train_data, valid_data, n_classes):
-        """Hold-out monitor, early stopping, deferred re-weighting and LR schedule."""
-        callbacks, drw = [], None
-        if self.drw_start is not None:
-            counts = np.bincount(train_data.y.cpu().numpy(), minlength=n_classes)
-            start = int(np.floor(self.drw_start * self.max_epochs)) + 1
-            drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA), start)
-            callbacks.append(("deferred_reweighting", drw))
-        if valid_data is not None:
-            if self.monitor == "loss":
-                callbacks.append(("holdout_loss", ValidationLoss(valid_data,
-                                                               precision=self.precision)))
-                key, lower = "holdout_loss", True
-            else:
-                average = "macro" if self.monitor == "macro_top_k" else "micro"
-                callbacks.append(("valid_topk", ValidationTopKAccuracy(
-                    valid_data, self.k_, n_classes, average, precision=self.precision)))
-                key, lower = "valid_topk", False
-            callbacks.append(("early_stopping", StagedEarlyStopping(
-                monitor=key, lower_is_better=lower, patience=self.n_iter_no_change,
-                threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent,
-                deferred=drw)))
-        scheduler = make_lr_scheduler(self.lr_schedule, self.max_epochs, self.warmup_epochs)
-        if scheduler is not None:
-            callbacks.append(("lr_schedule", scheduler))
-        return callbacks
-
-    def _choose_logit_adjustment(self, valid_data, n_classes):
+    def _choose_logit_adjustment(self, module, valid_data, n_classes):
         """The tau of the post-hoc adjustment: given, or the best on the hold-out."""
-        if not (isinstance(self.logit_adjustment, str)):
+        if not isinstance(self.logit_adjustment, str):
             return float(self.logit_adjustment)
         if valid_data is None:
             if hasattr(self, "logit_adjustment_"):
                 return self.logit_adjustment_
             warnings.warn("logit_adjustment='auto' chooses tau on the early-stopping hold-out, "
                           "and this fit has none (early_stopping=False or partial_fit): "
-                          "no adjustment (tau=0).", UserWarning, stacklevel=4)
+                          "no adjustment (tau=0).", UserWarning, stacklevel=5)
             return 0.0
         with limited_torch_threads(thread_budget()):
             scores = torch.cat([batch.float() for batch in iter_scores(
-                self.module_, valid_data, _PREDICT_BATCH_SIZE, self.precision)])
-        average = "micro" if self.monitor == "top_k" else (
-            "macro" if self.monitor == "macro_top_k" else self._monitor_average)
+                module, valid_data, _PREDICT_BATCH_SIZE, self.precision)])
+        average = {"top_k": "micro", "macro_top_k": "macro"}.get(self.monitor,
+                                                                  self._monitor_average)
+        scale = float(getattr(self, "scale", 1.0))
         best_tau, best = 0.0, -np.inf
         for tau in _TAU_GRID:
-            adjusted = posthoc_logit_adjust(scores * self._logit_scale(), self.class_counts_,
-                                            tau)
+            adjusted = posthoc_logit_adjust(scores * scale, self.class_counts_, tau)
             value = average_hits(top_k_hits(adjusted, valid_data.y, self.k_), valid_data.y,
                                  n_classes, average)
             if value > best:  # ties keep the smaller tau
                 best_tau, best = tau, value
         return best_tau
 
-    def _build_criterion(self, n_classes, device):
+    def _build_criterion(self, n_classes, device, seeds):
         raise NotImplementedError
 
     # ------------------------------------------------------------- predicting
+    def _scoring_network(self):
+        """The network predictions use.
+
+        On CPU the built-in MLP scores in float64 (a cached copy): float32 matrix
+        products round differently with the number of rows in a batch, and a
+        sample's scores must not depend on the batch it is scored with.
+        """
+        module = self.module_
+        if not (self._architecture_["kind"] == "mlp" and self.device_ == "cpu"
+                and self._fit_settings["precision"] == "fp32"):
+            return module
+        # Cached outside the estimator: predicting must not change its __dict__.
+        scoring = _FLOAT64_COPIES.get(module)
+        if scoring is None:
+            scoring = _FLOAT64_COPIES[module] = _Float64Scoring(copy.deepcopy(module).double())
+        return scoring
+
     def _raw_scores(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse="csr", dtype=(np.float32, np.float64),
-                          allow_nd=self.module is not None, reset=False)
-        data = TensorData(X, device=self.device_, sparse_batches=self._sparse_batches())
+                          allow_nd=self._architecture_["kind"] == "custom", reset=False)
+        _check_float32_range(X)
+        module = self._scoring_network()
+        sparse_batches = (self._architecture_["kind"] == "mlp"
+                          and self._fit_settings["precision"] == "fp32"
+                          and (bool(self._architecture_["hidden_layer_sizes"])
+                               or not self._architecture_["cosine_head"]))
+        data = TensorData(X, device=self.device_, sparse_batches=sparse_batches)
         with limited_torch_threads(thread_budget()):
-            scores = [batch.float().cpu() for batch in
-                      iter_scores(self.module_, data, _PREDICT_BATCH_SIZE,
-                                    self.precision)]
+            scores = [batch.cpu() for batch in
+                      iter_scores(module, data, _PREDICT_BATCH_SIZE,
+                                  self._fit_settings["precision"])]
         scores = torch.cat(scores).numpy().astype(np.float64)
         tau = getattr(self, "logit_adjustment_", 0.0)
         if tau:
             scale = self._logit_scale()
             scores = posthoc_logit_adjust(scores * scale, self.class_counts_, tau) / scale
+        if not np.isfinite(scores).all():
+            raise ValueError(
+                "The network produced NaN or infinite scores for some samples (rows "
+                f"{np.flatnonzero(~np.isfinite(scores).all(axis=1))[:10].tolist()}): check "
+                "X for extreme values; predictions on them would be meaningless."
+            )
         return scores
 
     def decision_function(self, X):
@@ -486,6 +818,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples to score.
 
         Returns
         -------
@@ -503,10 +836,12 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples to classify.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``.
         """
         scores = self._raw_scores(X)  # checks fitted first
         return self.classes_[np.argmax(scores, axis=1)]
@@ -521,9 +856,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples to classify.
         k : int, default=None
-            Number of classes to return; the estimator's ``k`` when None. Values
-            above the number of classes are clipped, with a warning.
+            Number of classes to return; the ``k`` the model was fitted with when
+            None. Values above the number of classes are clipped, with a warning.
 
         Returns
         -------
@@ -533,7 +869,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         n_classes = len(self.classes_)
         if k is None:
-            k = min(self.k, n_classes)
+            k = self._fit_settings["k"]
         else:
             check_positive_int(k, "k")
             if k > n_classes:
@@ -543,9 +879,12 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[top_k_indices(self._raw_scores(X), k)]
 
     def _check_proba(self):
-        if self.loss not in self._probabilistic_losses:
+        # A fitted model answers for the loss it was trained with, whatever
+        # set_params did since.
+        loss = self._fit_settings["loss"] if hasattr(self, "_fit_settings") else self.loss
+        if loss not in self._probabilistic_losses:
             raise AttributeError(
-                f"predict_proba is not available with loss={self.loss!r}: hinge-type losses "
+                f"predict_proba is not available with loss={loss!r}: hinge-type losses "
                 "give scores, not probabilities. Use decision_function, wrap the estimator in "
                 "sklearn.calibration.CalibratedClassifierCV, or choose loss in "
                 f"{self._probabilistic_losses}."
@@ -561,13 +900,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         AttributeError, so ``hasattr(clf, "predict_proba")`` is False and sklearn
         tools fall back to ``decision_function``.
 
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_classes)
+        callable
+            ``predict_proba(X)``, which returns an ndarray of shape
+            (n_samples, n_classes).
         """
         # A property, not sklearn's available_if: that one replaces the message
         # below (which says what to do instead) by a generic one.
@@ -583,28 +920,53 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------ persistence
     def __getstate__(self):
-        # Weights travel as numpy arrays and the module is rebuilt on load: the
-        # pickle then holds no torch object (skops can load it trusting only
-        # sktopk's types) and a model trained on a GPU loads on a CPU-only host.
-        state = self.__dict__.copy()
-        state.pop("_net", None)
+        # Weights travel as numpy arrays and the network is rebuilt on load from
+        # the architecture recorded at fit (never from the current parameters):
+        # the file then holds no torch object, loads whatever set_params did
+        # before saving, and a model trained on a GPU loads on a CPU-only host.
+        # A copy: on Python >= 3.11 sklearn's __getstate__ may return the live __dict__.
+        state = dict(super().__getstate__())
+        for transient in ("_net", "_optimizer_state"):
+            state.pop(transient, None)
+        state["_sktopk_format"] = FORMAT_VERSION
+        if isinstance(state.get("module"), torch.nn.Module):
+            state["module"] = _SavedModule(module_to_state(state["module"]))
         module = state.pop("module_", None)
         if module is not None:
-            state["_module_weights"] = {name: tensor.detach().cpu().numpy()
-                                        for name, tensor in module.state_dict().items()}
+            if self._architecture_["kind"] == "mlp":
+                state["_module_weights"] = {name: tensor_to_array(tensor) for name, tensor
+                                            in module.state_dict().items()}
+            else:
+                state["_module_tree"] = module_to_state(module)
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        version = state.pop("_sktopk_format", 1)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"This {type(self).__name__} was saved in sktopk's format {version}, newer "
+                f"than this sktopk ({_package_version()}, format {FORMAT_VERSION}) reads: "
+                "upgrade sktopk to load it."
+            )
+        if version == 1:
+            state = _upgrade_format_1(type(self), state)
+        if isinstance(state.get("module"), _SavedModule):
+            state["module"] = module_from_state(state["module"].tree)
         weights = state.pop("_module_weights", None)
-        self.__dict__.update(state)
-        if weights is None:
-            return
-        if self.device_.startswith("cuda") and not torch.cuda.is_available():
+        tree = state.pop("_module_tree", None)
+        super().__setstate__(state)
+        if self.__dict__.get("device_", "cpu").startswith("cuda") and not (
+                torch.cuda.is_available()):
             self.device_ = "cpu"
-        module = self._build_module(self.n_features_in_, len(self.classes_),
-                                    torch.Generator().manual_seed(0))
-        module.load_state_dict({name: torch.from_numpy(np.array(value))
-                                for name, value in weights.items()})
+        if weights is not None:
+            module = _build_mlp(self._architecture_, torch.Generator().manual_seed(0))
+            module.load_state_dict({name: array_to_tensor(*entry)
+                                    for name, entry in weights.items()})
+        elif tree is not None:
+            module = module_from_state(tree)
+        else:
+            return
         self.module_ = module.to(self.device_)
 
     def __sklearn_tags__(self):
@@ -617,48 +979,149 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
+class _Float64Scoring(torch.nn.Module):
+    """Run a float64 copy of a network on float32 batches."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return self.network(x.double())
+
+
+class _SavedModule:
+    """A ``module`` parameter instance, saved as plain data (see :mod:`sktopk._persistence`)."""
+
+    def __init__(self, tree):
+        self.tree = tree
+
+
+def _build_mlp(architecture, generator):
+    return MLP(architecture["n_features"], architecture["n_classes"],
+               architecture["hidden_layer_sizes"], architecture["activation"],
+               architecture["dropout"], cosine_head=architecture["cosine_head"],
+               generator=generator)
+
+
+def _package_version():
+    from . import __version__
+
+    return __version__
+
+
+def _upgrade_format_1(cls, state):
+    """Read a file saved by sktopk 0.1 (format 1), or say clearly why it cannot be read."""
+    weights = state.get("_module_weights")
+    if weights is None:
+        return state  # unfitted: parameters only
+    if state.get("module") is not None:
+        raise ValueError(
+            f"This {cls.__name__} was saved by sktopk 0.1 with a custom module; that format "
+            "can only be rebuilt by calling the module's class named in the file, which "
+            f"sktopk {_package_version()} no longer does on load. Load it with sktopk 0.1 "
+            "and save it again with this version, or refit."
+        )
+    # sktopk 0.1 stored no architecture: the parameters saved with the model are
+    # the best record of it, and the weights' shapes tell whether they are right.
+    n_classes = len(state["classes_"])
+    architecture = {"kind": "mlp", "n_features": int(state["n_features_in_"]),
+                    "n_classes": n_classes,
+                    "hidden_layer_sizes": tuple(state["hidden_layer_sizes"]),
+                    "activation": state["activation"], "dropout": float(state["dropout"]),
+                    "cosine_head": cls._cosine_head}
+    module = _build_mlp(architecture, torch.Generator().manual_seed(0))
+    try:
+        module.load_state_dict({name: torch.from_numpy(np.array(value))
+                                for name, value in weights.items()})
+    except RuntimeError as exc:
+        raise ValueError(
+            f"This {cls.__name__} was saved by sktopk 0.1 after set_params changed its "
+            "architecture, so its weights do not match the parameters saved with it; sktopk "
+            "0.1 files do not record the fitted architecture. Refit the model and save it "
+            f"with sktopk {_package_version()}."
+        ) from exc
+    state = dict(state)
+    state["_module_weights"] = {name: tensor_to_array(tensor)
+                                for name, tensor in module.state_dict().items()}
+    state["_architecture_"] = architecture
+    state["_fit_settings"] = {"loss": state["loss"],
+                              "k": min(int(state["k"]), n_classes),
+                              "precision": state.get("precision", "fp32")}
+    if "scale" in state:
+        state["_fit_settings"]["scale"] = float(state["scale"])
+    seeds = state.pop("_seeds", {})
+    state.setdefault("_base_seed", int(seeds.get("init", 0)))
+    state.setdefault("_n_fit_calls", 1)
+    return state
+
+
 def _silent(*args, **kwargs):
     """Sink for skorch's early-stopping message (verbose=0 must print nothing)."""
 
 
-_SHARED_PARAMS_DOC = """
+_SHARED_PARAMETERS = """
     hidden_layer_sizes : tuple of int, default=(256,)
         Hidden layer widths of the MLP; ``()`` gives a linear model.
     activation : {"relu", "gelu", "tanh", "logistic", "identity"}, default="relu"
+        Activation after each hidden layer.
     dropout : float, default=0.0
-        Dropout probability after each hidden layer.
+        Dropout probability after each hidden layer (masks drawn from the fit's
+        own generator, never torch's global RNG).
     module : torch.nn.Module instance or class, default=None
         Your own network mapping a batch of X to (N, n_classes) scores, instead of
         the MLP. A class is instantiated with ``n_features`` and ``n_classes`` if
-        its constructor takes them; an instance is deep-copied at each fit.
+        its constructor takes them; an instance is deep-copied at each fit. Fits
+        of a user module run one at a time in a process, because such a module
+        may draw from torch's global RNG, which the fit seeds and then restores.
     optimizer : {"adamw", "adam", "sgd"} or torch.optim.Optimizer class, default="adamw"
+        "sgd" uses Nesterov momentum 0.9. LBFGS is not supported.
     learning_rate : float, default=1e-3
+        Step size of the optimizer.
     weight_decay : float, default=1e-4
+        Decoupled (AdamW) or L2 (others) weight decay.
     batch_size : int, default=256
+        Samples per optimisation step.
     max_epochs : int, default=100
+        Passes over the training data in ``fit``.
     early_stopping : bool, default=True
         Hold out a stratified ``validation_fraction`` (every class keeps at least one
         training sample), stop after ``n_iter_no_change`` epochs without improvement
         of the validation top-k accuracy, and restore the best weights.
     validation_fraction : float, default=0.1
+        Fraction of the training data held out for early stopping.
     n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
     class_weight : dict, "balanced" or None, default=None
-        Per-class factors applied to the sample weights.
+        Per-class factors (finite, non-negative, not all zero) applied to the
+        sample weights.
     device : str, default="auto"
-        "auto" trains on CUDA when available, else on CPU; "cpu", "cuda", "cuda:1".
+        "auto" trains on CUDA when available, else on CPU; "cpu", "cuda", "cuda:1",
+        "mps".
     random_state : int, RandomState instance or None, default=None
-        Fixes the initial weights, the shuffling, the validation split and the
-        loss's noise (through torch.Generator objects): with an int, CPU training is
-        bit-for-bit reproducible.
+        Fixes the initial weights, the shuffling, the validation split, the dropout
+        masks and the loss's noise (through torch.Generator objects; the global RNG
+        is never used): with an int, CPU training is bit-for-bit reproducible, also
+        for fits running in threads at the same time.
     verbose : int, default=0
         ``> 0`` prints a per-epoch log and a progress bar.
     warm_start : bool, default=False
-        Continue from the previous fit's weights instead of reinitialising.
+        ``fit`` continues from the previous fit's weights and optimizer state
+        instead of reinitialising, with the current values of every other
+        parameter (loss, k, learning rate, optimizer, epochs...). It keeps the
+        previous classes and network: labels outside ``classes_``, another
+        ``hidden_layer_sizes`` or ``module`` raise a ValueError; a new
+        ``activation`` or ``dropout`` is applied around the same weights.
     callbacks : list of (name, skorch.callbacks.Callback), default=None
-        Extra skorch callbacks (LR schedules, checkpoints, ...).
+        Extra skorch callbacks (LR schedules, checkpoints, ...). Each fit uses
+        copies, so the objects you pass are never modified. skorch's scoring
+        callbacks (``EpochScoring``, ``BatchScoring``) are refused: the validation
+        top-k accuracy is recorded as ``valid_topk``.
     loss_params : dict, default=None
         Extra parameters of the loss (e.g. ``{"tau": 0.1}`` for "smooth_svm",
         ``{"gamma": 1.0}`` for "focal", ``{"noise": "shared"}`` for "topk_hinge").
+        Parameters the estimator sets itself (``k``, ``epsilon``, ``reduction``...)
+        are refused.
     precision : {"fp32", "bf16"}, default="fp32"
         "bf16" runs the network under bfloat16 autocast (matmuls in bfloat16,
         weights and the loss in float32): faster on GPUs with bfloat16 tensor cores.
@@ -671,6 +1134,7 @@ _SHARED_PARAMS_DOC = """
         Learning-rate schedule over ``max_epochs`` (per epoch, through skorch's
         ``LRScheduler``): "cosine" anneals to 0, "step" divides by 10 at 80% and
         90% of ``max_epochs``. Early stopping may end training before the end.
+        ``partial_fit`` trains at the constant rate.
     warmup_epochs : int, default=0
         Epochs of linear warm-up before the schedule (any schedule).
     drw_start : float in [0, 1] or None, default=None
@@ -687,15 +1151,17 @@ _SHARED_PARAMS_DOC = """
     logit_adjustment : float or "auto", default=0.0
         Post-hoc logit adjustment (Menon et al., 2021): the scores used by
         ``decision_function``, ``predict``, ``predict_topk`` and ``predict_proba``
-        become ``s - tau * log(prior) / scale`` with the training class priors.
-        "auto" chooses tau on the early-stopping hold-out, among
-        0, 0.05, ..., 2, for the monitored metric ("loss": the estimator's default
-        metric); ``logit_adjustment_`` records it.
+        become ``s - tau * log(prior) / scale`` with the training class priors
+        (``scale`` is 1 for :class:`TopKClassifier`). "auto" chooses tau on the
+        early-stopping hold-out among 0, 0.05, ..., 2, for the monitored metric
+        ("loss": the estimator's default metric); ``logit_adjustment_`` records it.
+"""
 
-    Attributes
-    ----------
+_SHARED_ATTRIBUTES = """
     classes_ : ndarray of shape (n_classes,)
+        The class labels.
     n_features_in_ : int
+        Number of features seen during fit.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Defined when X has feature names that are all strings.
     k_ : int
@@ -704,20 +1170,22 @@ _SHARED_PARAMS_DOC = """
         The trained network.
     history_ : list of dict
         One dict per epoch: ``epoch``, ``train_loss``, ``valid_topk``, ``dur``...
+        Continued fits (``warm_start``, ``partial_fit``) append to it.
     n_iter_ : int
-        Number of epochs run.
+        Number of epochs run, continued fits included.
     device_ : str
         Device the network lives on.
     class_counts_ : ndarray of shape (n_classes,)
-        Training samples per class (accumulated over ``partial_fit`` calls).
+        Training samples per class of the last ``fit`` (accumulated over
+        ``partial_fit`` calls).
     logit_adjustment_ : float
         The tau of the post-hoc logit adjustment applied to the scores.
 """
 
 
+@Substitution(shared_parameters=_SHARED_PARAMETERS, shared_attributes=_SHARED_ATTRIBUTES)
 class TopKClassifier(_BaseTopKClassifier):
-    # Assigned, not a bare string: a concatenated string is not a docstring.
-    __doc__ = """Neural network classifier trained with the smoothed top-K hinge loss.
+    """Neural network classifier trained with the smoothed top-K hinge loss.
 
     An MLP (or your own torch module) trained on CPU or GPU with the balanced loss
     ``relu(1 + T_{K+1}(s) - s_y)`` of Garcin et al. (2022), or a baseline loss on
@@ -733,10 +1201,16 @@ class TopKClassifier(_BaseTopKClassifier):
     n_perturbations : int, default=10
         Monte-Carlo draws of the smoothing.
     loss : {"topk_hinge", "cross_entropy", "smooth_svm", "focal", "logit_adjusted"}
-        Default "topk_hinge". "smooth_svm" is the smooth top-K SVM of Berrada et al. (2018) with this k;
-        "logit_adjusted" the logit-adjusted cross-entropy of Menon et al. (2021),
-        ``CE(s + tau * log(prior))`` (``loss_params={"tau": 1.0}`` by default).
-""" + _SHARED_PARAMS_DOC + """
+        Default "topk_hinge". "smooth_svm" is the smooth top-K SVM of Berrada et al.
+        (2018) with this k; "logit_adjusted" the logit-adjusted cross-entropy of Menon
+        et al. (2021), ``CE(s + tau * log(prior))`` (``loss_params={"tau": 1.0}`` by
+        default).
+{shared_parameters}
+
+    Attributes
+    ----------
+{shared_attributes}
+
     See Also
     --------
     ImbalancedTopKClassifier : Class-dependent margins on a cosine head, for long tails.
@@ -761,6 +1235,10 @@ class TopKClassifier(_BaseTopKClassifier):
 
     _losses = ("topk_hinge", "cross_entropy", "smooth_svm", "focal", "logit_adjusted")
     _probabilistic_losses = ("cross_entropy", "focal", "logit_adjusted")
+    _parameter_constraints = {
+        **_BaseTopKClassifier._parameter_constraints,
+        "loss": [StrOptions(set(_losses))],
+    }
 
     def __init__(self, k=5, epsilon=1.0, n_perturbations=10, loss="topk_hinge",
                  hidden_layer_sizes=(256,), activation="relu", dropout=0.0, module=None,
@@ -770,56 +1248,39 @@ class TopKClassifier(_BaseTopKClassifier):
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="top_k", lr_schedule="constant",
                  warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0):
-        self.k = k
-        self.epsilon = epsilon
-        self.n_perturbations = n_perturbations
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.dropout = dropout
-        self.module = module
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.callbacks = callbacks
-        self.loss_params = loss_params
-        self.precision = precision
-        self.monitor = monitor
-        self.lr_schedule = lr_schedule
-        self.warmup_epochs = warmup_epochs
-        self.drw_start = drw_start
-        self.ce_weight = ce_weight
-        self.logit_adjustment = logit_adjustment
+        super().__init__(
+            k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
+            module=module, optimizer=optimizer, learning_rate=learning_rate,
+            weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, class_weight=class_weight, device=device,
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+            callbacks=callbacks, loss_params=loss_params, precision=precision,
+            monitor=monitor, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+            drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment)
 
-    def _build_criterion(self, n_classes, device):
+    def _loss_class(self):
+        return {"topk_hinge": TopKHingeLoss, "smooth_svm": SmoothTopKSVMLoss,
+                "focal": FocalLoss, "cross_entropy": _CrossEntropy,
+                "logit_adjusted": LogitAdjustedCrossEntropyLoss}[self.loss]
+
+    def _build_criterion(self, n_classes, device, seeds):
         params = dict(self.loss_params or {})
         if self.loss == "topk_hinge":
             return TopKHingeLoss(self.k_, self.epsilon, self.n_perturbations,
-                                 generator=self._loss_generator(device, self._seeds["loss"]),
+                                 generator=self._loss_generator(device, seeds["loss"]),
                                  **params)
         if self.loss == "smooth_svm":
             return SmoothTopKSVMLoss(k=self.k_, **params)
-        if self.loss == "focal":
-            return FocalLoss(**params)
         if self.loss == "logit_adjusted":
             return LogitAdjustedCrossEntropyLoss(self.class_counts_, **params)
-        return _CrossEntropy(**params)
+        return self._loss_class()(**params)
 
 
+@Substitution(shared_parameters=_SHARED_PARAMETERS, shared_attributes=_SHARED_ATTRIBUTES)
 class ImbalancedTopKClassifier(_BaseTopKClassifier):
-    # Assigned, not a bare string: a concatenated string is not a docstring.
-    __doc__ = (
-        """Top-K classifier for long-tailed classes: imbalanced smoothed hinge on a cosine head.
+    """Top-K classifier for long-tailed classes: imbalanced smoothed hinge on a cosine head.
 
     The network's last layer scores by cosine similarity, and the loss is
     ``relu(scale * (m_y + T_{K+1}(s) - s_y))`` with margins ``m_c`` proportional to
@@ -830,16 +1291,23 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
     Parameters
     ----------
     k : int, default=5
+        The K of top-K accuracy the loss targets.
     epsilon : float, default=0.01
         Noise scale, in cosine units (0.01 at scale 60 acts like 0.6 on logits).
     n_perturbations : int, default=5
+        Monte-Carlo draws of the smoothing.
     max_margin : float, default=0.2
         Margin of the rarest class.
     scale : float, default=60.0
         Multiplier of the cosine scores inside the loss.
     loss : {"topk_hinge", "ldam"}, default="topk_hinge"
         "ldam" is the LDAM baseline (Cao et al., 2019) on the same head and margins.
-""" + _SHARED_PARAMS_DOC + """    margins_ : ndarray of shape (n_classes,)
+{shared_parameters}
+
+    Attributes
+    ----------
+{shared_attributes}
+    margins_ : ndarray of shape (n_classes,)
         The class margins of the loss (zero counts are treated as 1).
 
     See Also
@@ -855,12 +1323,18 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
     >>> clf = ImbalancedTopKClassifier(k=2, max_epochs=20, random_state=0).fit(X, y)
     >>> clf.margins_.argmax() == clf.class_counts_.argmin()
     np.True_
-    """)
+    """
 
     _losses = ("topk_hinge", "ldam")
     _probabilistic_losses = ("ldam",)
     _monitor_average = "macro"
     _cosine_head = True
+    _parameter_constraints = {
+        **_BaseTopKClassifier._parameter_constraints,
+        "loss": [StrOptions(set(_losses))],
+        "max_margin": [Interval(Real, 0, _FLOAT32_MAX, closed="left")],
+        "scale": [Interval(Real, 0, _FLOAT32_MAX, closed="neither")],
+    }
 
     def __init__(self, k=5, epsilon=0.01, n_perturbations=5, max_margin=0.2, scale=60.0,
                  loss="topk_hinge", hidden_layer_sizes=(256,), activation="relu", dropout=0.0,
@@ -870,62 +1344,40 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="macro_top_k", lr_schedule="constant",
                  warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0):
-        self.k = k
-        self.epsilon = epsilon
-        self.n_perturbations = n_perturbations
+        super().__init__(
+            k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
+            module=module, optimizer=optimizer, learning_rate=learning_rate,
+            weight_decay=weight_decay, batch_size=batch_size, max_epochs=max_epochs,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, class_weight=class_weight, device=device,
+            random_state=random_state, verbose=verbose, warm_start=warm_start,
+            callbacks=callbacks, loss_params=loss_params, precision=precision,
+            monitor=monitor, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+            drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment)
         self.max_margin = max_margin
         self.scale = scale
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.dropout = dropout
-        self.module = module
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.callbacks = callbacks
-        self.loss_params = loss_params
-        self.precision = precision
-        self.monitor = monitor
-        self.lr_schedule = lr_schedule
-        self.warmup_epochs = warmup_epochs
-        self.drw_start = drw_start
-        self.ce_weight = ce_weight
-        self.logit_adjustment = logit_adjustment
 
-    def _check_params(self):
-        device = super()._check_params()
-        _check_real(self.max_margin, "max_margin", 0, np.inf, high_open=True)
-        _check_real(self.scale, "scale", 0, np.inf, low_open=True, high_open=True)
-        return device
+    def _loss_class(self):
+        return LDAMLoss if self.loss == "ldam" else ImbalancedTopKHingeLoss
 
-    def _update_class_counts(self, y_idx, n_classes, reset):
+    def _update_class_counts(self, y_idx, n_classes, accumulate):
         counts = np.bincount(y_idx, minlength=n_classes).astype(np.int64)
-        self.class_counts_ = counts if reset else self.class_counts_ + counts
+        self.class_counts_ = self.class_counts_ + counts if accumulate else counts
         self.margins_ = class_margins(self.class_counts_, self.max_margin).numpy()
-        criterion = getattr(getattr(self, "_net", None), "criterion_", None)
-        if not reset and criterion is not None and hasattr(criterion, "margins"):
-            criterion.margins.copy_(torch.from_numpy(self.margins_))
 
-    def _build_criterion(self, n_classes, device):
+    def _build_criterion(self, n_classes, device, seeds):
         params = dict(self.loss_params or {})
         if self.loss == "ldam":
             return LDAMLoss(self.class_counts_, max_margin=self.max_margin, scale=self.scale,
                             **params)
         return ImbalancedTopKHingeLoss(
             self.class_counts_, self.k_, self.max_margin, self.scale, self.epsilon,
-            self.n_perturbations, generator=self._loss_generator(device, self._seeds["loss"]),
+            self.n_perturbations, generator=self._loss_generator(device, seeds["loss"]),
             **params)
 
+    def _extra_fit_settings(self):
+        return {"scale": float(self.scale)}
+
     def _logit_scale(self):
-        return float(self.scale)
+        return self._fit_settings["scale"]

@@ -25,18 +25,55 @@ def _reset_linear(weight, bias, generator):
             bias.uniform_(-bound, bound, generator=generator)
 
 
+class GeneratorDropout(nn.Module):
+    """Dropout whose masks come from ``generator`` rather than torch's global RNG.
+
+    The estimators give each fit its own generator, so fits running in threads
+    at the same time neither disturb each other nor the caller's global RNG.
+    Without a generator (``generator=None``) it draws from the global RNG, like
+    :class:`torch.nn.Dropout`. The state dict is the same as ``nn.Dropout``'s (empty).
+
+    Parameters
+    ----------
+    p : float
+        Probability of zeroing an entry.
+    """
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+        self.generator = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+def set_dropout_generator(module, generator):
+    """Point every :class:`GeneratorDropout` of ``module`` at ``generator`` (None: global RNG)."""
+    for layer in module.modules():
+        if isinstance(layer, GeneratorDropout):
+            layer.generator = generator
+
+
 class SparseInputLinear(nn.Linear):
     """``nn.Linear`` that also takes torch sparse (CSR or COO) inputs without densifying them.
 
     ``x @ W.T + b`` is computed by a sparse-dense matmul, whose backward gives the
     dense gradient of ``W``: a first layer on tens of thousands of tf-idf columns
-    costs what the non-zeros cost, not what the columns cost.
+    costs what the non-zeros cost, not what the columns cost. Same parameters and
+    state dict as ``nn.Linear``.
     """
 
     def forward(self, x):
         if x.layout in (torch.sparse_csr, torch.sparse_coo):
-            out = torch.sparse.mm(x, self.weight.T)
-            return out if self.bias is None else out + self.bias
+            out = torch.sparse.mm(x, self.weight.T.to(x.dtype))
+            return out if self.bias is None else out + self.bias.to(x.dtype)
         return super().forward(x)
 
 
@@ -51,12 +88,15 @@ class CosineLinear(nn.Module):
     in_features : int
     out_features : int
         Number of classes.
+
+    generator : torch.Generator, optional
+        Source of the initial weights (torch's global RNG when None).
     """
 
-    def __init__(self, in_features, out_features):
+    def __init__(self, in_features, out_features, generator=None):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.reset_parameters()
+        self.reset_parameters(generator)
 
     def reset_parameters(self, generator=None):
         _reset_linear(self.weight, None, generator)
@@ -100,24 +140,23 @@ class MLP(nn.Module):
         layers = []
         width = n_features
         for i, size in enumerate(hidden_layer_sizes):
+            # skip_init: the weights are drawn below from ``generator``; nn.Linear's
+            # own initialisation would read (and advance) torch's global RNG. The
+            # first layer also multiplies sparse batches directly.
             linear = SparseInputLinear if i == 0 else nn.Linear
-            layers += [linear(width, size), ACTIVATIONS[activation]()]
+            layers += [nn.utils.skip_init(linear, width, size), ACTIVATIONS[activation]()]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(GeneratorDropout(dropout))
             width = size
         self.body = nn.Sequential(*layers)
-        if cosine_head:
-            self.head = CosineLinear(width, n_classes)
-        else:
-            head = nn.Linear if hidden_layer_sizes else SparseInputLinear
-            self.head = head(width, n_classes)
+        head = nn.Linear if hidden_layer_sizes else SparseInputLinear
+        self.head = (CosineLinear(width, n_classes, generator=generator) if cosine_head
+                     else nn.utils.skip_init(head, width, n_classes))
         # Sparse batches go straight into the first layer when it is linear.
         self.accepts_sparse = bool(hidden_layer_sizes) or not cosine_head
         for layer in self.modules():
             if isinstance(layer, nn.Linear):
                 _reset_linear(layer.weight, layer.bias, generator)
-            elif isinstance(layer, CosineLinear):
-                layer.reset_parameters(generator)
 
     def forward(self, x):
         return self.head(self.body(x))

@@ -83,8 +83,8 @@ def _fit_in_worker(X, y):
     # torch would use every core, and the fit must bring it down to the worker's share.
     torch.set_num_threads(2)
     try:
-        probe = ThreadProbe()
-        TopKClassifier(**PARAMS, callbacks=[("probe", probe)]).fit(X, y)
+        clf = TopKClassifier(**PARAMS, callbacks=[("probe", ThreadProbe())]).fit(X, y)
+        probe = dict(clf._net.callbacks_)["probe"]  # the fit's copy of the callback
         return {"initial": initial, "omp": os.environ.get("OMP_NUM_THREADS"),
                 "budget": thread_budget(), "during": set(probe.seen),
                 "after": torch.get_num_threads()}

@@ -1,0 +1,329 @@
+"""Fits are transactional, continue with the current parameters, and are thread-safe."""
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sklearn.datasets import make_classification
+
+from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk._classifier import _CrossEntropy
+
+FAST = {"hidden_layer_sizes": (8,), "max_epochs": 3, "batch_size": 32, "device": "cpu",
+        "early_stopping": False}
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(n_samples=160, n_features=6, n_informative=5, n_redundant=0,
+                               n_classes=4, random_state=0)
+    return X.astype(np.float32), y
+
+
+def test_warm_start_continues_with_the_new_parameters(data):
+    X, y = data
+    clf = TopKClassifier(k=2, warm_start=True, random_state=0, **FAST).fit(X, y)
+    assert isinstance(clf._net.optimizer_, torch.optim.AdamW)
+    before = {name: value.clone() for name, value in clf.module_.state_dict().items()}
+    clf.set_params(learning_rate=0.05, optimizer="sgd", loss="cross_entropy", k=1,
+                   max_epochs=2)
+    assert not hasattr(clf, "predict_proba")  # still the hinge model until refitted
+    clf.fit(X, y)
+    assert isinstance(clf._net.optimizer_, torch.optim.SGD)
+    assert clf._net.optimizer_.param_groups[0]["lr"] == 0.05
+    assert isinstance(clf._net.criterion_, _CrossEntropy) and clf.k_ == 1
+    assert hasattr(clf, "predict_proba") and clf.n_iter_ == 5
+    # It continued from the previous weights: one SGD epoch moves them only so far.
+    first = clf.history_[3]["train_loss"]
+    fresh = TopKClassifier(k=1, loss="cross_entropy", optimizer="sgd", learning_rate=0.05,
+                           random_state=0, **FAST).fit(X, y)
+    assert first < fresh.history_[0]["train_loss"]
+    assert any(not torch.equal(before[n], v) for n, v in clf.module_.state_dict().items())
+
+
+def test_warm_start_keeps_the_optimizer_state_but_takes_the_new_rate(data):
+    X, y = data
+    clf = TopKClassifier(k=2, warm_start=True, random_state=0, **FAST).fit(X, y)
+    steps = clf._net.optimizer_.state[clf._net.optimizer_.param_groups[0]["params"][0]]["step"]
+    clf.set_params(learning_rate=1e-4).fit(X, y)
+    state = clf._net.optimizer_.state[clf._net.optimizer_.param_groups[0]["params"][0]]
+    assert float(state["step"]) == 2 * float(steps)
+    assert clf._net.optimizer_.param_groups[0]["lr"] == 1e-4
+
+
+def test_warm_start_refuses_a_new_architecture_or_new_classes_and_keeps_the_model(data):
+    X, y = data
+    clf = TopKClassifier(k=2, warm_start=True, random_state=0, **FAST).fit(X, y)
+    expected = clf.decision_function(X)
+    with pytest.raises(ValueError, match="hidden_layer_sizes changed from .8,. to .3,."):
+        clf.set_params(hidden_layer_sizes=(3,)).fit(X, y)
+    with pytest.raises(ValueError, match="not in classes_.*warm_start=True keeps"):
+        clf.set_params(hidden_layer_sizes=(8,)).fit(X, y + 10)
+    np.testing.assert_array_equal(clf.decision_function(X), expected)
+    # activation and dropout may change: same weights, new layers around them.
+    clf.set_params(activation="tanh", dropout=0.3, max_epochs=1).fit(X, y)
+    assert isinstance(clf.module_.body[1], torch.nn.Tanh)
+
+
+def test_warm_start_fit_counts_classes_afresh_and_partial_fit_accumulates(data):
+    X, y = data
+    clf = ImbalancedTopKClassifier(k=2, warm_start=True, random_state=0, **FAST).fit(X, y)
+    counts = np.bincount(y)
+    np.testing.assert_array_equal(clf.class_counts_, counts)
+    clf.fit(X, y)
+    np.testing.assert_array_equal(clf.class_counts_, counts)  # as documented: last fit
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.class_counts_, 2 * counts)
+
+
+def test_callbacks_are_rebuilt_for_each_call(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **dict(FAST, early_stopping=True)).fit(X, y)
+    assert "valid_topk" in dict(clf._net.callbacks_)
+    clf.partial_fit(X, y)  # no hold-out in partial_fit: no stale validation callback
+    assert "valid_topk" not in dict(clf._net.callbacks_)
+    assert "valid_topk" not in clf.history_[-1]
+    warm = TopKClassifier(k=2, warm_start=True, verbose=1, random_state=0,
+                          **dict(FAST, max_epochs=1)).fit(X, y)
+    warm.fit(X, y)
+    assert "progress_bar" in dict(warm._net.callbacks_)
+
+
+def test_user_callbacks_are_never_modified(data):
+    from skorch.callbacks import LRScheduler
+
+    X, y = data
+    scheduler = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
+    before = dict(vars(scheduler))
+    TopKClassifier(k=2, callbacks=[("lr", scheduler)], random_state=0, **FAST).fit(X, y)
+    assert vars(scheduler) == before
+
+
+class _Diverging:
+    """Within the block, fits of ``clf`` diverge (huge SGD steps); its parameters return after."""
+
+    def __init__(self, clf):
+        self.clf = clf
+
+    def __enter__(self):
+        self.saved = self.clf.get_params()
+        self.clf.set_params(learning_rate=1e30, optimizer="sgd", loss="cross_entropy")
+
+    def __exit__(self, *exc):
+        self.clf.set_params(**self.saved)
+
+
+def test_failed_partial_fit_leaves_the_model_as_it_was(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    expected, n_iter = clf.decision_function(X), clf.n_iter_
+    with pytest.raises(ValueError, match="diverged"), _Diverging(clf):
+        clf.partial_fit(X * 1e3, y)
+    np.testing.assert_array_equal(clf.decision_function(X), expected)
+    assert clf.n_iter_ == n_iter
+
+
+def test_failed_refit_on_new_labels_keeps_the_old_classes_and_network(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    expected = clf.predict(X)
+    with pytest.raises(ValueError, match="diverged"), _Diverging(clf):
+        clf.fit(X * 1e3, np.array(list("abcd"))[y])
+    np.testing.assert_array_equal(clf.classes_, np.arange(4))
+    np.testing.assert_array_equal(clf.predict(X), expected)
+
+
+def _fit_all(params_list, X, y):
+    return [TopKClassifier(**params).fit(X, y) for params in params_list]
+
+
+def _fit_in_threads(params_list, X, y):
+    results = [None] * len(params_list)
+    errors = []
+
+    def work(index):
+        try:
+            results[index] = TopKClassifier(**params_list[index]).fit(X, y)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(params_list))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_fits_in_threads_are_bit_identical_and_leave_the_global_rng(data):
+    X, y = data
+    params_list = [dict(FAST, k=2, dropout=0.2, random_state=seed) for seed in range(4)]
+    sequential = [clf.decision_function(X) for clf in _fit_all(params_list, X, y)]
+    torch.manual_seed(1234)
+    state = torch.random.get_rng_state()
+    for _ in range(3):
+        threaded = _fit_in_threads(params_list, X, y)
+        for clf, expected in zip(threaded, sequential, strict=True):
+            np.testing.assert_array_equal(clf.decision_function(X), expected)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_bad_inputs_and_parameters_raise_clear_errors(data):
+    X, y = data
+    clf = TopKClassifier(**FAST)
+    huge = X.astype(np.float64)
+    huge[0, 0] = 1e39
+    with pytest.raises(ValueError, match="beyond float32"):
+        clf.fit(huge, y)
+    fitted = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    with pytest.raises(ValueError, match="beyond float32"):
+        fitted.predict(huge)
+    cases = [
+        ({"loss": "cross_entropy", "class_weight": {0: -1.0, 1: 1.0, 2: 1.0, 3: 1.0}},
+         ValueError, "class_weight values must be finite and >= 0"),
+        ({"class_weight": {0: 0, 1: 0, 2: 0, 3: 0}}, ValueError, "every class a zero weight"),
+        ({"optimizer": torch.optim.LBFGS}, ValueError, "LBFGS is not supported"),
+        ({"loss_params": {"reduction": "none"}}, ValueError, "sets .'reduction'."),
+        ({"loss_params": {"gamma": 2.0}}, ValueError, "unknown to loss='topk_hinge'"),
+        ({"callbacks": "lr"}, TypeError, "'callbacks' parameter"),
+        ({"callbacks": ["lr"]}, TypeError, "callbacks must be a list of"),
+        ({"epsilon": 1e300}, ValueError, "'epsilon' parameter"),
+        ({"learning_rate": 1e300}, ValueError, "'learning_rate' parameter"),
+        ({"early_stopping": "no"}, ValueError, "'early_stopping' parameter"),
+        ({"warm_start": "no"}, ValueError, "'warm_start' parameter"),
+    ]
+    for params, error, match in cases:
+        with pytest.raises(error, match=match):
+            TopKClassifier(**dict(FAST, **params)).fit(X, y)
+    with pytest.raises(ValueError, match="at least one non-zero"):
+        TopKClassifier(**FAST).fit(X, y, sample_weight=np.zeros(len(y)))
+    with pytest.raises(ValueError, match="zero weight"):
+        TopKClassifier(**dict(FAST, class_weight={0: 1.0, 1: 0, 2: 0, 3: 0})).fit(
+            X, y, sample_weight=(y == 1).astype(float))
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="checks the no-MPS error")
+def test_mps_without_mps_is_a_clear_error(data):
+    X, y = data
+    with pytest.raises(ValueError, match="no usable Apple MPS"):
+        TopKClassifier(**dict(FAST, device="mps")).fit(X, y)
+
+
+def test_partial_fit_refuses_changed_classes(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **FAST).partial_fit(X, y, classes=np.arange(4))
+    with pytest.raises(ValueError, match="classes differs from the classes of the first"):
+        clf.partial_fit(X, y, classes=np.arange(5))
+    clf.partial_fit(X, y, classes=np.arange(4))  # the same set is fine
+
+
+def test_skorch_scoring_callbacks_are_refused_with_the_alternative(data):
+    from skorch.callbacks import BatchScoring, EpochScoring
+
+    X, y = data
+    for callback in (EpochScoring("accuracy", on_train=True), BatchScoring("accuracy")):
+        with pytest.raises(TypeError, match="valid_topk"):
+            TopKClassifier(callbacks=[("score", callback)], **FAST).fit(X, y)
+
+
+class ThreeOutputs(torch.nn.Module):
+    def __init__(self, n_features):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, 3)
+
+    def forward(self, x):
+        return self.linear(x)
+
+
+def test_module_with_the_wrong_number_of_outputs_fails_at_fit(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"shape \(2, 3\).*\(\.\.\., 4\)"):
+        TopKClassifier(k=2, module=ThreeOutputs, **FAST).fit(X, y)
+
+
+def test_scores_do_not_depend_on_the_batch(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **dict(FAST, hidden_layer_sizes=(256,))).fit(X, y)
+    full = clf.decision_function(X)
+    one_by_one = np.vstack([clf.decision_function(X[i:i + 1]) for i in range(20)])
+    np.testing.assert_array_equal(one_by_one, full[:20])
+
+
+# ----------------------------------------------------------- property-based test
+_X, _Y = make_classification(n_samples=60, n_features=4, n_informative=3, n_redundant=0,
+                             n_classes=3, random_state=1)
+_X = _X.astype(np.float32)
+_TINY = {"hidden_layer_sizes": (4,), "max_epochs": 2, "batch_size": 32, "device": "cpu",
+         "early_stopping": False, "k": 1, "random_state": 0}
+
+
+class EstimatorLifecycle(RuleBasedStateMachine):
+    """Random fit / partial_fit / set_params / pickle / predict sequences, valid or not.
+
+    After every step the model predicts exactly as its last successful fit left it.
+    """
+
+    @initialize(warm=st.booleans())
+    def start(self, warm):
+        self.clf = TopKClassifier(warm_start=warm, **_TINY).fit(_X, _Y)
+        self.expected = self.clf.decision_function(_X)
+
+    def _try(self, call, diverge=False):
+        try:
+            if diverge:
+                with _Diverging(self.clf):
+                    call()
+            else:
+                call()
+        except (ValueError, TypeError):
+            return
+        self.expected = self.clf.decision_function(_X)
+
+    @rule(bad=st.sampled_from(["none", "diverge", "nan"]))
+    def fit(self, bad):
+        X = np.full_like(_X, np.nan) if bad == "nan" else _X * (1e3 if bad == "diverge" else 1)
+        self._try(lambda: self.clf.fit(X, _Y), diverge=bad == "diverge")
+
+    @rule(bad=st.sampled_from(["none", "diverge", "labels", "classes"]))
+    def partial_fit(self, bad):
+        X, y, classes = _X, _Y, None
+        if bad == "diverge":
+            X = _X * 1e3
+        elif bad == "labels":
+            y = _Y + 7
+        elif bad == "classes":
+            classes = np.arange(5)
+        self._try(lambda: self.clf.partial_fit(X, y, classes=classes), diverge=bad == "diverge")
+
+    @rule(params=st.fixed_dictionaries({}, optional={
+        "hidden_layer_sizes": st.sampled_from([(4,), (3,), (2, 2)]),
+        "activation": st.sampled_from(["relu", "tanh"]),
+        "dropout": st.sampled_from([0.0, 0.5]),
+        "learning_rate": st.sampled_from([1e-3, 0.1, -1.0]),
+        "loss": st.sampled_from(["topk_hinge", "cross_entropy", "nope"]),
+        "k": st.sampled_from([1, 2]),
+        "warm_start": st.booleans(),
+    }))
+    def set_params(self, params):
+        self.clf.set_params(**params)
+
+    @rule()
+    def pickle_round_trip(self):
+        self.clf = pickle.loads(pickle.dumps(self.clf))
+
+    @invariant()
+    def predicts_as_the_last_successful_fit(self):
+        if hasattr(self, "clf"):
+            np.testing.assert_array_equal(self.clf.decision_function(_X), self.expected)
+
+
+EstimatorLifecycle.TestCase.settings = settings(
+    max_examples=15, stateful_step_count=8, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+test_estimator_lifecycle = EstimatorLifecycle.TestCase
