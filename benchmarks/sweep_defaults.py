@@ -32,6 +32,7 @@ import skorch
 import torch
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk._logit_adjusted import posthoc_logit_adjust
 from sktopk.datasets import corrupt_labels, load_cities, load_languages, make_text_vectorizer
 from sktopk.metrics import top_k_accuracy_score
 
@@ -39,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 BASE = {"hidden_layer_sizes": (512,), "max_epochs": 40}
 ESTIMATORS = {"imb": ImbalancedTopKClassifier, "topk": TopKClassifier}
 CE = {"loss": "cross_entropy"}
+POSTHOC_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 
 # label -> (estimator, parameters on top of BASE and the estimator's defaults)
 GRIDS = {
@@ -171,6 +173,15 @@ def main(argv=None):
                                      ("macro_top5", 5, "macro")):
                 row[f"val_{name}"] = top_k_accuracy_score(y_val, scores, k=k, average=average,
                                                           labels=clf.classes_)
+            # The macro/micro trade-off of post-hoc logit adjustment on top of the
+            # model's own setting, on the validation split (for choosing its default).
+            logits = scores * clf._logit_scale()
+            row["posthoc"] = {
+                str(tau): [top_k_accuracy_score(y_val, adjusted, k=5, labels=clf.classes_),
+                           top_k_accuracy_score(y_val, adjusted, k=5, average="macro",
+                                                labels=clf.classes_)]
+                for tau in POSTHOC_TAUS
+                for adjusted in [posthoc_logit_adjust(logits, clf.class_counts_, tau)]}
             with out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
