@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 BASE = {"hidden_layer_sizes": (512,), "max_epochs": 40}
 ESTIMATORS = {"imb": ImbalancedTopKClassifier, "topk": TopKClassifier}
 CE = {"loss": "cross_entropy"}
-POSTHOC_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+POSTHOC_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 # label -> (estimator, parameters on top of BASE and the estimator's defaults)
 GRIDS = {
@@ -63,9 +63,14 @@ GRIDS = {
             "imb eps.05 lr3e-3": ("imb", {"epsilon": 0.05, "learning_rate": 3e-3}),
             "imb eps.05 B10": ("imb", {"epsilon": 0.05, "n_perturbations": 10}),
         },
+        "raw": {
+            "ce": ("topk", CE),
+            "imb": ("imb", {}),
+        },
         "refine": {
             "imb eps.2": ("imb", {"epsilon": 0.2}),
             "imb eps.3": ("imb", {"epsilon": 0.3}),
+            "ce": ("topk", CE),
             "imb eps.2 drw.5": ("imb", {"epsilon": 0.2, "drw_start": 0.5}),
             "imb eps.2 m.4": ("imb", {"epsilon": 0.2, "max_margin": 0.4}),
             "imb eps.2 cos": ("imb", {"epsilon": 0.2, "lr_schedule": "cosine"}),
@@ -90,6 +95,10 @@ GRIDS = {
             "hinge wd1e-2": ("topk", {"weight_decay": 1e-2}),
             "hinge cos": ("topk", {"lr_schedule": "cosine"}),
             "hinge monitor=loss": ("topk", {"monitor": "loss"}),
+        },
+        "raw": {
+            "ce": ("topk", CE),
+            "hinge": ("topk", {}),
         },
     },
 }
