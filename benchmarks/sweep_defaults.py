@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/sweep_defaults.py cities --grid coarse --seeds 0 1
     python benchmarks/sweep_defaults.py languages --noise 0.2 --grid coarse --seeds 0
+    python benchmarks/sweep_defaults.py cities --table benchmarks/results/sweep_*.jsonl
 """
 
 import argparse
@@ -148,6 +149,35 @@ def provenance():
             "threads": torch.get_num_threads(), "machine": platform.machine()}
 
 
+def table(paths):
+    """Markdown table of sweep rows: validation means over the seeds run."""
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
+            if line.strip()]
+    groups = {}
+    for row in rows:
+        key = (row["data"], row.get("features", "svd"), row["noise"], row["label"])
+        groups.setdefault(key, []).append(row)
+    lines = ["| data | features | noise | setting | seeds | epochs | val top-1 | val top-5 | "
+             "val macro top-5 | + post-hoc tau=1 (top-5 / macro) | + tau=2 |",
+             "|" + "---|" * 11]
+    for (data, features, noise, label), members in groups.items():
+        def mean(key, members=members):
+            return 100 * float(np.mean([m[key] for m in members]))
+
+        def posthoc(tau, members=members):
+            pairs = [m["posthoc"][tau] for m in members if tau in m.get("posthoc", {})]
+            if not pairs:
+                return "-"
+            micro, macro = (100 * float(np.mean(v)) for v in zip(*pairs, strict=True))
+            return f"{micro:.1f} / {macro:.1f}"
+        seeds = ",".join(str(m["seed"]) for m in members)
+        epochs = np.mean([m["epochs"] for m in members])
+        lines.append(f"| {data} | {features} | {noise} | {label} | {seeds} | {epochs:.0f} | "
+                     f"{mean('val_top1'):.1f} | {mean('val_top5'):.1f} | "
+                     f"{mean('val_macro_top5'):.1f} | {posthoc('1.0')} | {posthoc('2.0')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", choices=["cities", "languages"])
@@ -157,7 +187,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=None)
     parser.add_argument("--features", choices=["svd", "raw"], default="svd")
+    parser.add_argument("--table", nargs="+", metavar="JSONL",
+                        help="print the markdown table of these result files and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
     torch.set_num_threads(1)
     grid = GRIDS[args.data][args.grid]
     labels = args.only or list(grid)

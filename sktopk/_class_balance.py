@@ -96,14 +96,19 @@ class StagedEarlyStopping(EarlyStopping):
 
     While ``deferred`` has not switched yet, a plateau (``patience`` epochs without
     improvement) restores the best weights so far, switches the re-weighting on
-    and restarts the patience count: the re-weighted stage then gets its own
-    ``patience`` epochs. The best epoch over both stages (on the monitored
+    and restarts the patience count; when the switch comes from the start epoch
+    instead, the patience count restarts too. Either way the re-weighted stage
+    gets its own ``patience`` epochs. The best epoch over both stages (on the monitored
     hold-out metric) is restored at the end, as with plain early stopping.
     """
 
     def __init__(self, *args, deferred=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.deferred = deferred
+
+    def on_train_begin(self, net, **kwargs):
+        super().on_train_begin(net, **kwargs)
+        self.second_stage_ = False
 
     def on_epoch_end(self, net, **kwargs):
         drw = self.deferred
@@ -113,6 +118,12 @@ class StagedEarlyStopping(EarlyStopping):
                 if self.load_best and self.best_model_weights_ is not None:
                     net.module_.load_state_dict(self.best_model_weights_)
                 drw.switch(net)
+                self.second_stage_ = True
                 self.misses_ = 0
                 return
+        elif drw is not None and not self.second_stage_:
+            # Switched at its start epoch: the re-weighted stage gets its own patience
+            # too, even when the first stage's best epoch is long past.
+            self.second_stage_ = True
+            self.misses_ = 0
         super().on_epoch_end(net, **kwargs)

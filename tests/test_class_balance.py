@@ -79,3 +79,14 @@ def test_a_plateau_before_the_start_switches_drw_on_instead_of_stopping(data):
     assert plain.n_iter_ == 3
     assert staged.n_iter_ == 5
     assert [row["drw"] for row in staged.history_] == [False] * 3 + [True] * 2
+
+
+def test_a_switch_at_the_start_epoch_restarts_the_patience(data):
+    X, y = data
+    common = dict(**FAST, learning_rate=1e-12, n_iter_no_change=2, max_epochs=20,
+                  random_state=0)
+    # start epoch 3: epoch 1 is the best, epoch 2 a miss, epoch 3 re-weighted with
+    # a fresh patience of 2 (epochs 3 and 4), so training stops after epoch 4, not 3.
+    staged = TopKClassifier(**common, drw_start=0.1).fit(X, y)
+    assert staged.n_iter_ == 4
+    assert [row["drw"] for row in staged.history_] == [False, False, True, True]
