@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_non_negative_float, check_reduction, check_scores_target, reduce_loss
+from ._validation import check_loss_inputs, check_non_negative_float, check_reduction, reduce_loss
 
 
 def _focal(scores, target, gamma, weight, reduction):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     gamma = check_non_negative_float(gamma, "gamma")
     log_p = F.log_softmax(scores, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
     if gamma == 0.0:

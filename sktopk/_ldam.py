@@ -5,12 +5,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._margins import class_margins
-from ._validation import check_positive_float, check_reduction, check_scores_target, reduce_loss
+from ._validation import check_loss_inputs, check_positive_float, check_reduction, reduce_loss
 
 
 def _ldam_from_margins(scores, target, margins, scale, weight, reduction):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     if margins.shape[0] != scores.shape[1]:
         raise ValueError(
             f"class_counts has {margins.shape[0]} entries but scores have "

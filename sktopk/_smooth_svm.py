@@ -38,11 +38,11 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ._validation import (
+    check_loss_inputs,
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
     check_reduction,
-    check_scores_target,
     reduce_loss,
 )
 
@@ -247,7 +247,7 @@ class _SmoothTopKSVMFunction(torch.autograd.Function):
 
 def _smooth_topk_svm(scores, target, k, tau, alpha, weight, reduction, method=None):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     k = _check_k(k, scores.shape[1])
     tau = check_positive_float(tau, "tau")
     alpha = check_non_negative_float(alpha, "alpha")
