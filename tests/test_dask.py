@@ -18,10 +18,10 @@ import torch
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from skorch.callbacks import Callback
 
+import sktopk.parallel
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
 from sktopk._training import thread_budget
 from sktopk.metrics import make_top_k_scorer
-import sktopk.parallel
 from sktopk.parallel import _gpu_nanny_class, _resolve_gpus, make_local_cluster
 
 distributed = pytest.importorskip("distributed")
