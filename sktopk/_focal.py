@@ -108,7 +108,22 @@ class FocalLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def forward(self, scores, target, weight=None):
-        """Loss of ``scores`` (N, C) against ``target`` (N,), optionally weighted per sample."""
+        """Loss of ``scores`` against ``target``, optionally weighted per sample.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores (logits).
+        target : torch.Tensor of shape (N,)
+            Class indices in ``[0, C)``, of any integer dtype.
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _focal(scores, target, self.gamma, weight, self.reduction)
 
     def extra_repr(self):

@@ -127,7 +127,22 @@ class LDAMLoss(nn.Module):
         self.register_buffer("margins", margins.to(torch.get_default_dtype()))
 
     def forward(self, scores, target, weight=None):
-        """Loss of ``scores`` (N, C) against ``target`` (N,), optionally weighted per sample."""
+        """Loss of ``scores`` against ``target``, optionally weighted per sample.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores (cosine similarities, or logits).
+        target : torch.Tensor of shape (N,)
+            Class indices in ``[0, C)``, of any integer dtype.
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _ldam_from_margins(scores, target, self.margins, self.scale, weight,
                                   self.reduction)
 
