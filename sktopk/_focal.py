@@ -33,7 +33,7 @@ def focal_loss(scores, target, gamma=2.0, weight=None, reduction="mean"):
     scores : torch.Tensor of shape (N, C)
         Class scores (logits).
     target : torch.Tensor of shape (N,)
-        Integer class indices.
+        Class indices in ``[0, C)``, of any integer dtype.
     gamma : float, default=2.0
         Focusing parameter (>= 0). Garcin et al. (2022) used 2 on Pl@ntNet-300K.
     weight : torch.Tensor of shape (N,), optional

@@ -37,7 +37,7 @@ def ldam_loss(scores, target, class_counts, max_margin=0.5, scale=30.0, weight=N
     scores : torch.Tensor of shape (N, C)
         Class scores (cosine similarities, or logits).
     target : torch.Tensor of shape (N,)
-        Integer class indices.
+        Class indices in ``[0, C)``, of any integer dtype.
     class_counts : array-like of shape (C,)
         Training count of each class. A zero count is treated as 1 (largest margin).
     max_margin : float, default=0.5

@@ -276,7 +276,7 @@ def smooth_topk_svm_loss(scores, target, k=5, tau=1.0, alpha=1.0, weight=None,
     scores : torch.Tensor of shape (N, C)
         Class scores (logits).
     target : torch.Tensor of shape (N,)
-        Integer class indices.
+        Class indices in ``[0, C)``, of any integer dtype.
     k : int, default=5
         Size of the subsets, the K of top-K accuracy; ``1 <= k < C``.
     tau : float, default=1.0
