@@ -61,7 +61,7 @@ MAX_EPOCHS = 2
 
 # Pages whose blocks need something that lands elsewhere: page -> reason.
 EXPECTED_FAILURES = {
-    "README.md": "sktopk.predict_topk lands with issue 12",
+    "README.md": (AttributeError, "sktopk.predict_topk lands with issue 12"),
 }
 
 _PYTHON_LANGUAGES = {"python", "python3", "py", "pycon", "ipython"}
@@ -86,10 +86,11 @@ def _indent(line):
 def _indented_body(lines, start, base_indent):
     """The lines after ``start`` indented deeper than ``base_indent``: (first line, text)."""
     i = start + 1
-    while i < len(lines) and (not lines[i].strip() or
-                              (lines[i].strip().startswith(":") and
-                               _indent(lines[i]) > base_indent and i == start + 1)):
-        i += 1  # blank lines and the directive's options (":linenos:", ...)
+    while (i < len(lines) and lines[i].strip().startswith(":")
+           and _indent(lines[i]) > base_indent):
+        i += 1  # the directive's options (":linenos:", ...)
+    while i < len(lines) and not lines[i].strip():
+        i += 1
     body_start, body = i, []
     while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > base_indent):
         body.append(lines[i])
@@ -188,7 +189,8 @@ def _page_params():
             continue
         marks = []
         if name in EXPECTED_FAILURES:
-            marks = pytest.mark.xfail(strict=False, reason=EXPECTED_FAILURES[name])
+            error, reason = EXPECTED_FAILURES[name]
+            marks = pytest.mark.xfail(strict=False, raises=error, reason=reason)
         yield pytest.param(path, id=name, marks=marks)
 
 
@@ -214,6 +216,7 @@ def test_the_extractor_finds_the_blocks(tmp_path):
 
         .. code-block:: python
            :linenos:
+           :emphasize-lines: 2
 
            c = b + 1
            if c:
