@@ -7,7 +7,7 @@ bundled real datasets in :mod:`sktopk.datasets`.
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["ImbalancedTopKClassifier", "TopKClassifier", "__version__"]
 

@@ -639,7 +639,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
 
         data = TensorData(X, y_idx, weight, device=device,
                           sparse_batches=self._sparse_batches())
-        architecture = self._architecture(X.shape[1:] if X.ndim > 2 else X.shape[1], n_classes)
+        architecture = self._architecture(X.shape[1], n_classes)
         module = (self._new_module(architecture, seeds, device) if reset
                   else self._continued_module(architecture))
         if architecture["kind"] == "custom":
@@ -778,10 +778,14 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         if not (self._architecture_["kind"] == "mlp" and self.device_ == "cpu"
                 and self._fit_settings["precision"] == "fp32"):
             return module
-        # Cached outside the estimator: predicting must not change its __dict__.
-        scoring = _FLOAT64_COPIES.get(module)
-        if scoring is None:
-            scoring = _FLOAT64_COPIES[module] = _Float64Scoring(copy.deepcopy(module).double())
+        # Cached outside the estimator (predicting must not change its __dict__),
+        # and refreshed if the weights were modified in place since.
+        versions = tuple(p._version for p in module.parameters())
+        cached = _FLOAT64_COPIES.get(module)
+        if cached is None or cached[0] != versions:
+            cached = _FLOAT64_COPIES[module] = (
+                versions, _Float64Scoring(copy.deepcopy(module).double()))
+        scoring = cached[1]
         return scoring
 
     def _raw_scores(self, X):

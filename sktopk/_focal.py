@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_non_negative_float, check_reduction, check_scores_target, reduce_loss
+from ._validation import check_loss_inputs, check_non_negative_float, check_reduction, reduce_loss
 
 
 def _focal(scores, target, gamma, weight, reduction):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     gamma = check_non_negative_float(gamma, "gamma")
     log_p = F.log_softmax(scores, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
     if gamma == 0.0:
@@ -33,7 +33,7 @@ def focal_loss(scores, target, gamma=2.0, weight=None, reduction="mean"):
     scores : torch.Tensor of shape (N, C)
         Class scores (logits).
     target : torch.Tensor of shape (N,)
-        Integer class indices.
+        Class indices in ``[0, C)``, of any integer dtype.
     gamma : float, default=2.0
         Focusing parameter (>= 0). Garcin et al. (2022) used 2 on Pl@ntNet-300K.
     weight : torch.Tensor of shape (N,), optional
@@ -108,7 +108,22 @@ class FocalLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def forward(self, scores, target, weight=None):
-        """Loss of ``scores`` (N, C) against ``target`` (N,), optionally weighted per sample."""
+        """Loss of ``scores`` against ``target``, optionally weighted per sample.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores (logits).
+        target : torch.Tensor of shape (N,)
+            Class indices in ``[0, C)``, of any integer dtype.
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _focal(scores, target, self.gamma, weight, self.reduction)
 
     def extra_repr(self):

@@ -5,12 +5,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._margins import class_margins
-from ._validation import check_positive_float, check_reduction, check_scores_target, reduce_loss
+from ._validation import check_loss_inputs, check_positive_float, check_reduction, reduce_loss
 
 
 def _ldam_from_margins(scores, target, margins, scale, weight, reduction):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     if margins.shape[0] != scores.shape[1]:
         raise ValueError(
             f"class_counts has {margins.shape[0]} entries but scores have "
@@ -37,7 +37,7 @@ def ldam_loss(scores, target, class_counts, max_margin=0.5, scale=30.0, weight=N
     scores : torch.Tensor of shape (N, C)
         Class scores (cosine similarities, or logits).
     target : torch.Tensor of shape (N,)
-        Integer class indices.
+        Class indices in ``[0, C)``, of any integer dtype.
     class_counts : array-like of shape (C,)
         Training count of each class. A zero count is treated as 1 (largest margin).
     max_margin : float, default=0.5
@@ -127,7 +127,22 @@ class LDAMLoss(nn.Module):
         self.register_buffer("margins", margins.to(torch.get_default_dtype()))
 
     def forward(self, scores, target, weight=None):
-        """Loss of ``scores`` (N, C) against ``target`` (N,), optionally weighted per sample."""
+        """Loss of ``scores`` against ``target``, optionally weighted per sample.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores (cosine similarities, or logits).
+        target : torch.Tensor of shape (N,)
+            Class indices in ``[0, C)``, of any integer dtype.
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _ldam_from_margins(scores, target, self.margins, self.scale, weight,
                                   self.reduction)
 

@@ -38,11 +38,11 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ._validation import (
+    check_loss_inputs,
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
     check_reduction,
-    check_scores_target,
     reduce_loss,
 )
 
@@ -247,7 +247,7 @@ class _SmoothTopKSVMFunction(torch.autograd.Function):
 
 def _smooth_topk_svm(scores, target, k, tau, alpha, weight, reduction, method=None):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     k = _check_k(k, scores.shape[1])
     tau = check_positive_float(tau, "tau")
     alpha = check_non_negative_float(alpha, "alpha")
@@ -276,7 +276,7 @@ def smooth_topk_svm_loss(scores, target, k=5, tau=1.0, alpha=1.0, weight=None,
     scores : torch.Tensor of shape (N, C)
         Class scores (logits).
     target : torch.Tensor of shape (N,)
-        Integer class indices.
+        Class indices in ``[0, C)``, of any integer dtype.
     k : int, default=5
         Size of the subsets, the K of top-K accuracy; ``1 <= k < C``.
     tau : float, default=1.0
@@ -372,7 +372,22 @@ class SmoothTopKSVMLoss(nn.Module):
         self.reduction = check_reduction(reduction)
 
     def forward(self, scores, target, weight=None):
-        """Loss of ``scores`` (N, C) against ``target`` (N,), optionally weighted per sample."""
+        """Loss of ``scores`` against ``target``, optionally weighted per sample.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores (logits).
+        target : torch.Tensor of shape (N,)
+            Class indices in ``[0, C)``, of any integer dtype.
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _smooth_topk_svm(scores, target, self.k, self.tau, self.alpha, weight,
                                 self.reduction)
 

@@ -71,7 +71,7 @@ def check_finite(tensor, name):
         )
 
 
-def check_scores_target(scores, target, *, weight=None):
+def check_loss_inputs(scores, target, weight=None):
     """Validate a ``(scores, target[, weight])`` triple for a classification loss.
 
     Parameters
@@ -79,10 +79,41 @@ def check_scores_target(scores, target, *, weight=None):
     scores : torch.Tensor of shape (N, C)
         Floating-point class scores.
     target : torch.Tensor of shape (N,)
-        Integer class indices in ``[0, C)``.
-    weight : torch.Tensor of shape (N,), optional
+        Class indices in ``[0, C)``, of any integer dtype (``torch.uint8``,
+        ``torch.int32``...). Float, complex and bool targets are refused.
+    weight : torch.Tensor or array-like of shape (N,), optional
         Non-negative per-sample weights.
+
+    Returns
+    -------
+    target : torch.Tensor of shape (N,), dtype torch.long
+        The class indices as torch indexing and gathering need them (``target``
+        itself when it already is ``torch.long``).
+    weight : torch.Tensor of shape (N,) or None
+        The weights in the dtype and on the device of ``scores``.
     """
+    weight = _check_scores_target(scores, target, weight)
+    return target.long(), weight
+
+
+def check_scores_target(scores, target, *, weight=None):
+    """Validate like :func:`check_loss_inputs`; return only the converted ``weight``.
+
+    For callers that index with ``target`` as given, so they need a
+    ``torch.int32`` or ``torch.long`` one: a narrower integer target gets a
+    TypeError that says to cast it. New code should call :func:`check_loss_inputs`,
+    which casts instead.
+    """
+    weight = _check_scores_target(scores, target, weight)
+    if target.dtype not in (torch.int32, torch.int64):
+        raise TypeError(
+            f"target must hold class indices as torch.long (or torch.int32), got dtype "
+            f"{target.dtype}: pass target.long()."
+        )
+    return weight
+
+
+def _check_scores_target(scores, target, weight):
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}.")
     if not isinstance(target, torch.Tensor):
@@ -97,8 +128,9 @@ def check_scores_target(scores, target, *, weight=None):
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
-            f"target must hold integer class indices (torch.long), got dtype {target.dtype}. "
-            "Class probabilities are not supported: pass the index of the true class."
+            f"target must hold integer class indices (any integer dtype, e.g. torch.long), "
+            f"got dtype {target.dtype}. Class probabilities and one-hot or boolean targets "
+            "are not supported: pass the index of the true class."
         )
     if target.ndim != 1 or target.shape[0] != scores.shape[0]:
         raise ValueError(

@@ -63,8 +63,11 @@ def make_local_cluster(n_workers=None, gpus=None, **kwargs):
     ImportError
         If ``dask[distributed]`` is not installed.
     ValueError
-        If ``n_workers`` or ``gpus`` is not valid, or asks for more GPUs than
-        this process's ``CUDA_VISIBLE_DEVICES`` lists.
+        If ``n_workers`` or ``gpus`` is not valid, or asks for GPUs that torch
+        does not see: ``gpus`` when ``torch.cuda.device_count()`` is 0 (no GPU,
+        or a CPU-only torch), an int ``gpus`` larger than that count or than
+        this process's ``CUDA_VISIBLE_DEVICES`` list, or a device index at or
+        beyond that count.
 
     See Also
     --------
@@ -84,6 +87,12 @@ def make_local_cluster(n_workers=None, gpus=None, **kwargs):
     spawning each worker, and leaves them set: sktopk fits run afterwards in
     this process (such as a search's final refit) use one torch thread, unless
     ``OMP_NUM_THREADS`` is removed from ``os.environ`` again.
+
+    The GPUs are checked against ``torch.cuda.device_count()`` in the calling
+    process (it reads the driver through NVML where it can, without
+    initialising CUDA). When this process's ``CUDA_VISIBLE_DEVICES`` is set, the
+    entries of an explicit ``gpus`` list are physical indices or UUIDs, some of
+    which it may hide: then only the presence of a GPU is checked.
 
     Examples
     --------
@@ -116,6 +125,8 @@ def make_local_cluster(n_workers=None, gpus=None, **kwargs):
             "process per GPU or core); use distributed.LocalCluster for other layouts."
         )
     devices = _resolve_gpus(gpus)
+    if devices:
+        _check_gpus_exist(gpus, devices)
     if n_workers is None:
         n_workers = len(devices) if devices else CPU_COUNT
     if (isinstance(n_workers, bool) or not isinstance(n_workers, numbers.Integral)
@@ -159,6 +170,44 @@ def _resolve_gpus(gpus):
     if not devices or not all(devices):
         raise ValueError(f"gpus must name at least one device and no empty one, got {gpus!r}.")
     return devices
+
+
+def _visible_gpu_count():
+    """Number of CUDA GPUs torch can use in this process (0 with a CPU-only torch)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _check_gpus_exist(gpus, devices):
+    """Raise unless torch sees the GPUs that ``gpus`` (resolved to ``devices``) names.
+
+    Workers pinned to absent GPUs would start, see no GPU, and train on the CPU
+    (``device="auto"``) or fail at their first fit (``device="cuda"``).
+    """
+    count = _visible_gpu_count()
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    seen = (f"torch sees {count} GPU(s) in this process (torch.cuda.device_count()"
+            + (f", with CUDA_VISIBLE_DEVICES={inherited!r})" if inherited is not None else ")"))
+    if count == 0:
+        raise ValueError(
+            f"gpus={gpus!r} but {seen}: no GPU to give the workers. Leave gpus=None for "
+            "CPU workers (and pass device='cpu' to the estimators), or install a CUDA "
+            "build of torch."
+        )
+    if isinstance(gpus, numbers.Integral) and gpus > count:
+        raise ValueError(
+            f"gpus={gpus} but {seen}: pass gpus={count} or fewer; use n_workers to run "
+            "several workers per GPU."
+        )
+    if inherited is None:
+        # Without a parent CUDA_VISIBLE_DEVICES, indices are torch's own device indices.
+        absent = [d for d in devices if d.isdigit() and int(d) >= count]
+        if absent:
+            raise ValueError(
+                f"gpus={gpus!r} names device index(es) {', '.join(absent)} but {seen}, "
+                f"indices 0 to {count - 1}."
+            )
 
 
 def _split_devices(value):

@@ -18,6 +18,7 @@ import torch
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
 from skorch.callbacks import Callback
 
+import sktopk.parallel
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
 from sktopk._training import thread_budget
 from sktopk.metrics import make_top_k_scorer
@@ -145,8 +146,10 @@ def client():
 
     That is ``LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``
     whose nannies also give worker 0 ``CUDA_VISIBLE_DEVICES=3`` and worker 1
-    ``CUDA_VISIBLE_DEVICES=5``: GPUs this machine does not have, harmless for the
+    ``CUDA_VISIBLE_DEVICES=5``: GPUs this machine need not have, harmless for the
     ``device="cpu"`` fits here, and they let one cluster also check the GPU layout.
+    make_local_cluster refuses GPUs that torch does not see, so it is told here
+    that this process sees 8.
     """
     # Each nanny also sets OMP_NUM_THREADS=1 etc. in *this* process before it spawns
     # its worker (distributed.nanny.pre-spawn-environ): restore them for later tests.
@@ -155,8 +158,11 @@ def client():
         # A task may be lost with its worker this many times and still be rerun
         # elsewhere (3 is dask's default; the fault test needs >= 1).
         with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
-            with make_local_cluster(n_workers=2, gpus=["3", "5"], **LOOPBACK) as cluster, \
-                    distributed.Client(cluster) as c:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(sktopk.parallel, "_visible_gpu_count", lambda: 8)
+                patch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+                cluster = make_local_cluster(n_workers=2, gpus=["3", "5"], **LOOPBACK)
+            with cluster, distributed.Client(cluster) as c:
                 assert isinstance(cluster, distributed.LocalCluster)
                 yield c
     finally:
@@ -237,6 +243,61 @@ def test_gpu_choice_of_make_local_cluster(monkeypatch):
     nanny = _gpu_nanny_class()
     assert [nanny("tcp://127.0.0.1:1", visible_devices=("3", "5"), name=i).env[
         "CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["3", "5", "3"]
+
+
+def _cluster_must_not_start(**kwargs):
+    raise AssertionError("LocalCluster started although the GPUs were refused")
+
+
+@pytest.mark.parametrize(
+    ("n_gpus", "environ", "gpus", "match"),
+    [
+        (0, None, 4, r"gpus=4 but torch sees 0 GPU\(s\).*Leave gpus=None"),
+        (0, None, [0], r"torch sees 0 GPU\(s\)"),
+        (0, None, "GPU-5e1f", r"torch sees 0 GPU\(s\)"),
+        (0, "", [0], r"torch sees 0 GPU\(s\) in this process .*CUDA_VISIBLE_DEVICES=''"),
+        (2, None, 4, r"gpus=4 but torch sees 2 GPU\(s\).*pass gpus=2 or fewer"),
+        (2, None, [1, 2, 5], r"names device index\(es\) 2, 5 .*indices 0 to 1"),
+        (2, "0,1,2", 3, r"gpus=3 but torch sees 2 GPU\(s\) .*CUDA_VISIBLE_DEVICES='0,1,2'"),
+    ],
+)
+def test_make_local_cluster_refuses_absent_gpus(monkeypatch, n_gpus, environ, gpus, match):
+    monkeypatch.setattr(sktopk.parallel, "_visible_gpu_count", lambda: n_gpus)
+    monkeypatch.setattr(distributed, "LocalCluster", _cluster_must_not_start)
+    if environ is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", environ)
+    with pytest.raises(ValueError, match=match):
+        make_local_cluster(gpus=gpus, **LOOPBACK)
+
+
+def test_make_local_cluster_accepts_the_gpus_torch_sees(monkeypatch):
+    started = []
+    monkeypatch.setattr(sktopk.parallel, "_visible_gpu_count", lambda: 2)
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kwargs: started.append(kwargs))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    make_local_cluster(gpus=2)
+    make_local_cluster(n_workers=4, gpus=[1])
+    make_local_cluster(gpus="GPU-5e1f")  # a UUID: checked only for a GPU being there
+    assert [(o["n_workers"], o["visible_devices"]) for o in started] == [
+        (2, ("0", "1")), (4, ("1",)), (1, ("GPU-5e1f",))]
+    # The parent's CUDA_VISIBLE_DEVICES hides physical indices: any is allowed.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    make_local_cluster(gpus=[7])
+    assert started[-1]["visible_devices"] == ("7",)
+
+
+def test_make_local_cluster_uses_torchs_gpu_count():
+    assert sktopk.parallel._visible_gpu_count() == torch.cuda.device_count()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_make_local_cluster_on_a_machine_without_gpus():
+    """The issue's case, unpatched: gpus=4 where torch sees no GPU starts nothing."""
+    assert sktopk.parallel._visible_gpu_count() == 0
+    with pytest.raises(ValueError, match="gpus=4 but torch sees 0 GPU"):
+        make_local_cluster(gpus=4, **LOOPBACK)
 
 
 def test_make_local_cluster_gives_each_worker_its_gpu(client):

@@ -253,6 +253,10 @@ def test_scores_do_not_depend_on_the_batch(data):
     full = clf.decision_function(X)
     one_by_one = np.vstack([clf.decision_function(X[i:i + 1]) for i in range(20)])
     np.testing.assert_array_equal(one_by_one, full[:20])
+    # Weights changed in place are seen by the next prediction.
+    with torch.no_grad():
+        clf.module_.head.bias += 1.0
+    np.testing.assert_allclose(clf.decision_function(X), full + 1.0, atol=1e-5)
 
 
 # ----------------------------------------------------------- property-based test

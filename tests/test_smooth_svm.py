@@ -204,25 +204,13 @@ def test_gradcheck():
             (scores,))
 
 
-def test_reductions_weights_and_module_twin():
-    gen = torch.Generator().manual_seed(2)
-    scores = torch.randn(10, 9, generator=gen, dtype=torch.float64)
-    target = torch.randint(0, 9, (10,), generator=gen)
-    weight = torch.rand(10, generator=gen, dtype=torch.float64)
-    per_sample = smooth_topk_svm_loss(scores, target, k=2, tau=0.5, alpha=0.3, reduction="none")
-    ref = brute_force(scores, target, 2, 0.5, 0.3)
-    torch.testing.assert_close(per_sample, ref)
-    torch.testing.assert_close(
-        smooth_topk_svm_loss(scores, target, k=2, tau=0.5, alpha=0.3, reduction="sum"), ref.sum())
-    torch.testing.assert_close(
-        smooth_topk_svm_loss(scores, target, k=2, tau=0.5, alpha=0.3, weight=weight),
-        (weight * ref).sum() / weight.sum())
+def test_module_repr_and_empty_batch():
+    # Parity with the function, reductions, weights and bad input: tests/test_losses_common.py.
     criterion = SmoothTopKSVMLoss(k=2, tau=0.5, alpha=0.3)
     assert repr(criterion) == "SmoothTopKSVMLoss(k=2, tau=0.5, alpha=0.3, reduction='mean')"
-    torch.testing.assert_close(criterion(scores, target), ref.mean())
-    torch.testing.assert_close(criterion(scores, target, weight=weight),
-                               (weight * ref).sum() / weight.sum())
-    assert smooth_topk_svm_loss(scores[:0], target[:0], k=2, reduction="none").shape == (0,)
+    scores, target = torch.zeros(0, 9), torch.zeros(0, dtype=torch.long)
+    assert smooth_topk_svm_loss(scores, target, k=2, reduction="none").shape == (0,)
+    assert smooth_topk_svm_loss(scores, target, k=2, reduction="sum").item() == 0.0
 
 
 def test_no_gradient_without_requires_grad_or_under_no_grad(monkeypatch):
@@ -249,7 +237,6 @@ def test_no_gradient_without_requires_grad_or_under_no_grad(monkeypatch):
         ({"tau": -1.0}, ValueError, "tau must be a finite number >= 0"),
         ({"tau": float("nan")}, ValueError, "tau must be a finite number"),
         ({"alpha": -0.5}, ValueError, "alpha must be a finite number >= 0"),
-        ({"reduction": "avg"}, ValueError, "reduction must be one of"),
     ],
 )
 def test_bad_parameters(kwargs, error, match):
@@ -269,27 +256,3 @@ def test_k_must_be_smaller_than_the_number_of_classes(k):
         smooth_topk_svm_loss(scores, target, k=k)
     with pytest.raises(ValueError, match=match):
         SmoothTopKSVMLoss(k=k)(scores, target)
-
-
-@pytest.mark.parametrize(
-    ("scores", "target", "error", "match"),
-    [
-        (torch.tensor([[0.0, float("nan"), 1.0]]), torch.tensor([0]), ValueError,
-         "scores contains NaN"),
-        (torch.tensor([[0.0, float("inf"), 1.0]]), torch.tensor([0]), ValueError,
-         "scores contains NaN or infinite"),
-        (torch.zeros(2, 3), torch.tensor([0.0, 1.0]), TypeError, "target must hold integer"),
-        (torch.zeros(2, 3), torch.tensor([[0], [1]]), ValueError, r"target must have shape \(2,\)"),
-        (torch.zeros(2, 3), torch.tensor([0, 3]), ValueError, "outside"),
-        (torch.zeros(3), torch.tensor([0]), ValueError, "scores must have shape"),
-        (torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 1]), TypeError, "floating-point"),
-    ],
-)
-def test_bad_inputs(scores, target, error, match):
-    with pytest.raises(error, match=match):
-        smooth_topk_svm_loss(scores, target, k=1)
-
-
-def test_bad_weight():
-    with pytest.raises(ValueError, match="weight must have shape"):
-        smooth_topk_svm_loss(torch.zeros(2, 3), torch.tensor([0, 1]), k=1, weight=torch.ones(3))
