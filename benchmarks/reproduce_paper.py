@@ -250,7 +250,6 @@ DEFAULTS = {
         "ImbalancedTopKClassifier()": (ImbalancedTopKClassifier, {}),
         "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
         "TopKClassifier(loss='logit_adjusted')": (TopKClassifier, {"loss": "logit_adjusted"}),
-        "TopKClassifier()": (TopKClassifier, {}),
     },
     "languages": {
         "TopKClassifier()": (TopKClassifier, {}),

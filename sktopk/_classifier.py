@@ -1154,7 +1154,8 @@ _SHARED_PARAMETERS = """
         cosine head) to a top-K hinge loss, to keep pulling the true class to rank 1.
     logit_adjustment : float or "auto"
         Default 0 for :class:`TopKClassifier`, 1.5 for
-        :class:`ImbalancedTopKClassifier`. Post-hoc logit adjustment (Menon et al., 2021): the scores used by
+        :class:`ImbalancedTopKClassifier`. Post-hoc logit adjustment (Menon et
+        al., 2021): the scores used by
         ``decision_function``, ``predict``, ``predict_topk`` and ``predict_proba``
         become ``s - tau * log(prior) / scale`` with the training class priors
         (``scale`` is 1 for :class:`TopKClassifier`). "auto" chooses tau on the
