@@ -34,6 +34,7 @@ Usage::
     python benchmarks/reproduce_paper.py cities --seeds 0 1 2
     python benchmarks/reproduce_paper.py cost
     python benchmarks/reproduce_paper.py defaults --seeds 0 1 2 3 4
+    python benchmarks/reproduce_paper.py table --rows benchmarks/results/reproduce_*.json
 """
 
 import argparse
@@ -121,7 +122,8 @@ def provenance():
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=HERE).stdout.strip()
-    dirty = "+dirty" if git("status", "--porcelain", "sktopk", "benchmarks/*.py") else ""
+    # ":/" pathspecs are relative to the repository root (git runs in benchmarks/).
+    dirty = "+dirty" if git("status", "--porcelain", ":/sktopk", ":/benchmarks/*.py") else ""
     return {"commit": git("rev-parse", "--short", "HEAD") + dirty, "torch": torch.__version__,
             "sklearn": sklearn.__version__, "skorch": skorch.__version__,
             "numpy": np.__version__, "threads": torch.get_num_threads(),
@@ -134,8 +136,9 @@ def paired_difference(rows, metric, baseline, group_keys=()):
     for row in rows:
         key = tuple(row[k] for k in group_keys)
         by_key.setdefault(key, {}).setdefault(row["method"], {})[row["seed"]] = row[metric]
-    lines = ["| " + " | ".join(group_keys) + f" | method | {metric} - {baseline} | 95% CI | "
-             "seeds |", "|" + "---|" * (len(group_keys) + 4)]
+    prefix = "| " + " | ".join(group_keys) + " " if group_keys else ""
+    lines = [prefix + f"| method | {metric} - {baseline} | 95% CI | seeds |",
+             "|" + "---|" * (len(group_keys) + 4)]
     for key, methods in by_key.items():
         base = methods.get(baseline, {})
         for method, values in methods.items():
@@ -151,8 +154,8 @@ def paired_difference(rows, metric, baseline, group_keys=()):
                 interval = f"[{mean - half:+.1f}, {mean + half:+.1f}]"
             else:
                 interval = "-"
-            lines.append("| " + " | ".join(str(k) for k in key) + f" | {method} | "
-                         f"{mean:+.1f} | {interval} | {len(diffs)} |")
+            cells = "| " + " | ".join(str(k) for k in key) + " " if group_keys else ""
+            lines.append(cells + f"| {method} | {mean:+.1f} | {interval} | {len(diffs)} |")
     return "\n".join(lines)
 
 
@@ -250,6 +253,9 @@ DEFAULTS = {
         "ImbalancedTopKClassifier()": (ImbalancedTopKClassifier, {}),
         "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
         "TopKClassifier(loss='logit_adjusted')": (TopKClassifier, {"loss": "logit_adjusted"}),
+        # The same loss early-stopped on the macro metric it is meant for.
+        "TopKClassifier(loss='logit_adjusted', monitor='macro_top_k')": (
+            TopKClassifier, {"loss": "logit_adjusted", "monitor": "macro_top_k"}),
     },
     "languages": {
         "TopKClassifier()": (TopKClassifier, {}),
@@ -258,7 +264,7 @@ DEFAULTS = {
 }
 
 
-def part_defaults(seeds, datasets=("cities", "languages")):
+def part_defaults(seeds, datasets=("cities", "languages"), methods=None):
     rows = []
     for seed in seeds:
         for dataset in datasets:
@@ -270,6 +276,8 @@ def part_defaults(seeds, datasets=("cities", "languages")):
             for noise in ((0.0,) if dataset == "cities" else (0.0, 0.2, 0.4)):
                 noisy = corrupt_labels(y_train, noise, random_state=seed) if noise else y_train
                 for name, (Estimator, params) in DEFAULTS[dataset].items():
+                    if methods and name not in methods:
+                        continue
                     clf = Estimator(**params, random_state=seed)
                     start = time.perf_counter()
                     clf.fit(X_train, noisy)
@@ -330,17 +338,43 @@ def part_cost():
     return rows, "\n".join(lines) + f"\n\nFigure: {out.relative_to(HERE.parent)}"
 
 
+def tables(rows):
+    """The summary tables of raw rows (of any part) saved by an earlier run."""
+    if "dataset" in rows[0]:
+        table = summarize(rows, ["dataset", "noise", "method"],
+                          ["top1", "top5", "macro_top5", "fit_seconds"])
+        diffs = [paired_difference(rows, metric, baseline, ("dataset", "noise"))
+                 for baseline in ("TopKClassifier(loss='cross_entropy')",
+                                  "TopKClassifier(loss='logit_adjusted', "
+                                  "monitor='macro_top_k')")
+                 for metric in ("top5", "macro_top5")]
+    elif "noise" in rows[0]:
+        table = summarize(rows, ["noise", "method"], ["top1", "top5", "fit_seconds"])
+        diffs = [paired_difference(rows, "top5", "cross_entropy", ("noise",))]
+    else:
+        table = summarize(rows, ["method"], ["top1", "top5", "macro_top5", "fit_seconds"])
+        diffs = [paired_difference(rows, metric, "cross_entropy")
+                 for metric in ("top5", "macro_top5")]
+    commits = sorted({str(row.get("commit")) for row in rows})
+    return "\n\n".join([table, *diffs, f"commits of the rows: {', '.join(commits)}"])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["noise", "cities", "cost", "defaults"])
+    parser.add_argument("part", choices=["noise", "cities", "cost", "defaults", "table"])
+    parser.add_argument("--rows", nargs="+", help="for 'table': raw-row JSON files to summarise")
     parser.add_argument("--datasets", nargs="+", default=["cities", "languages"],
                         help="for 'defaults': which data sets")
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="for 'cities': a subset of the methods")
+                        help="for 'cities' and 'defaults': a subset of the methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tag", default="", help="suffix of the raw-rows file name")
     args = parser.parse_args(argv)
+    if args.part == "table":
+        rows = [row for path in args.rows for row in json.loads(Path(path).read_text())]
+        print(tables(rows))
+        return
     torch.set_num_threads(1 if args.part == "cost" else args.threads)
     start = time.perf_counter()
     if args.part == "noise":
@@ -351,7 +385,7 @@ def main(argv=None):
             CITIES_METHODS = tuple(args.methods)
         rows, table = part_cities(args.seeds)
     elif args.part == "defaults":
-        rows, table = part_defaults(args.seeds, tuple(args.datasets))
+        rows, table = part_defaults(args.seeds, tuple(args.datasets), args.methods)
     else:
         rows, table = part_cost()
     results = HERE / "results"

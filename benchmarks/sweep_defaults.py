@@ -142,7 +142,8 @@ def load_split(data, seed, noise, features="svd"):
 def provenance():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "sktopk"], capture_output=True,
+    dirty = subprocess.run(["git", "status", "--porcelain", ":/sktopk", ":/benchmarks/*.py"],
+                           capture_output=True,
                            text=True, cwd=HERE).stdout.strip()
     return {"commit": commit + ("+dirty" if dirty else ""), "torch": torch.__version__,
             "sklearn": sklearn.__version__, "skorch": skorch.__version__,
@@ -150,31 +151,22 @@ def provenance():
 
 
 def table(paths):
-    """Markdown table of sweep rows: validation means over the seeds run."""
+    """Markdown table of sweep rows (one per setting and seed), validation split only."""
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
             if line.strip()]
-    groups = {}
+    lines = ["| data | features | noise | setting | seed | commit | epochs | val top-1 | "
+             "val top-5 | val macro top-5 | + post-hoc tau=1 (top-5 / macro) | + tau=1.5 |"
+             " + tau=2 |", "|" + "---|" * 13]
     for row in rows:
-        key = (row["data"], row.get("features", "svd"), row["noise"], row["label"])
-        groups.setdefault(key, []).append(row)
-    lines = ["| data | features | noise | setting | seeds | epochs | val top-1 | val top-5 | "
-             "val macro top-5 | + post-hoc tau=1 (top-5 / macro) | + tau=2 |",
-             "|" + "---|" * 11]
-    for (data, features, noise, label), members in groups.items():
-        def mean(key, members=members):
-            return 100 * float(np.mean([m[key] for m in members]))
-
-        def posthoc(tau, members=members):
-            pairs = [m["posthoc"][tau] for m in members if tau in m.get("posthoc", {})]
-            if not pairs:
-                return "-"
-            micro, macro = (100 * float(np.mean(v)) for v in zip(*pairs, strict=True))
-            return f"{micro:.1f} / {macro:.1f}"
-        seeds = ",".join(str(m["seed"]) for m in members)
-        epochs = np.mean([m["epochs"] for m in members])
-        lines.append(f"| {data} | {features} | {noise} | {label} | {seeds} | {epochs:.0f} | "
-                     f"{mean('val_top1'):.1f} | {mean('val_top5'):.1f} | "
-                     f"{mean('val_macro_top5'):.1f} | {posthoc('1.0')} | {posthoc('2.0')} |")
+        cells = []
+        for tau in ("1.0", "1.5", "2.0"):
+            pair = row.get("posthoc", {}).get(tau)
+            cells.append("-" if pair is None else f"{100 * pair[0]:.1f} / {100 * pair[1]:.1f}")
+        lines.append(
+            f"| {row['data']} | {row.get('features', 'svd')} | {row['noise']} | {row['label']} | "
+            f"{row['seed']} | {row['commit']} | {row['epochs']} | {100 * row['val_top1']:.1f} | "
+            f"{100 * row['val_top5']:.1f} | {100 * row['val_macro_top5']:.1f} | "
+            + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -117,11 +117,32 @@ class LogitAdjustedCrossEntropyLoss(nn.Module):
                              log_class_prior(class_counts).to(torch.get_default_dtype()))
 
     def set_class_counts(self, class_counts):
-        """Refresh the priors in place (``partial_fit`` accumulates counts)."""
+        """Refresh the priors in place from new class counts.
+
+        Parameters
+        ----------
+        class_counts : array-like of shape (C,)
+            Training count of each class. A zero count is treated as 1.
+        """
         self.log_prior.copy_(log_class_prior(class_counts))
 
     def forward(self, scores, target, weight=None):
-        """Loss of ``scores`` (N, C) against ``target`` (N,), optionally weighted per sample."""
+        """Loss of ``scores`` against ``target``, optionally weighted per sample.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores (logits).
+        target : torch.Tensor of shape (N,)
+            Class indices in ``[0, C)``.
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _adjusted_ce(scores, target, self.log_prior, self.tau, weight, self.reduction)
 
     def extra_repr(self):

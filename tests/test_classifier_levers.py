@@ -61,7 +61,7 @@ def test_hinge_with_cross_entropy_is_the_sum():
 @pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
 def test_posthoc_adjustment_shifts_the_scores_by_tau_log_prior(Estimator, data):
     X, y = data
-    plain = Estimator(**FAST).fit(X, y)
+    plain = Estimator(**FAST, logit_adjustment=0.0).fit(X, y)
     adjusted = Estimator(**FAST, logit_adjustment=0.5).fit(X, y)
     assert plain.logit_adjustment_ == 0.0 and adjusted.logit_adjustment_ == 0.5
     scale = plain._logit_scale()
