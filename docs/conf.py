@@ -78,18 +78,9 @@ numpydoc_xref_param_type = False
 numpydoc_validation_checks = {"all", "GL01", "GL02", "ES01", "SA01", "SS05", "RT02", "EX01"}
 # Objects whose docstrings still fail, listed in tests/test_docstrings.py's PENDING.
 _NUMPYDOC_PENDING = {
-    "sktopk.TopKClassifier", "sktopk.TopKClassifier.fit", "sktopk.TopKClassifier.partial_fit",
-    "sktopk.TopKClassifier.decision_function", "sktopk.TopKClassifier.predict",
-    "sktopk.TopKClassifier.predict_proba",
-    "sktopk.ImbalancedTopKClassifier", "sktopk.ImbalancedTopKClassifier.fit",
-    "sktopk.ImbalancedTopKClassifier.partial_fit",
-    "sktopk.ImbalancedTopKClassifier.decision_function",
-    "sktopk.ImbalancedTopKClassifier.predict", "sktopk.ImbalancedTopKClassifier.predict_proba",
     "sktopk.losses.TopKHingeLoss", "sktopk.losses.TopKHingeLoss.forward",
     "sktopk.losses.ImbalancedTopKHingeLoss", "sktopk.losses.ImbalancedTopKHingeLoss.forward",
     "sktopk.functional.imbalanced_topk_hinge_loss", "sktopk.losses.PerturbedTopK.forward",
-    "sktopk.functional.class_margins", "sktopk.metrics.top_k_accuracy_score",
-    "sktopk.datasets.load_cities", "sktopk.datasets.load_languages",
 }
 numpydoc_validation_exclude = {rf"^{re.escape(name)}$" for name in _NUMPYDOC_PENDING}
 numpydoc_attributes_as_param_list = True
