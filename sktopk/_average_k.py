@@ -7,7 +7,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d, indexable
 
 from ._predict_topk import class_scores, predict_topk
 from ._temperature import (
@@ -35,19 +35,17 @@ def _global_threshold(proba, average_k):
 def _classwise_thresholds(proba, y_index, average_k):
     """One threshold per class: equal hit rate ``r`` for every class, ``r`` set by the size.
 
-    ``t_j(r)`` is the largest value such that a share ``>= r`` of the calibration
-    samples of class ``j`` have ``proba[:, j] >= t_j(r)``; ``r`` is found by
-    bisection so that the mean set size on the calibration data is ``average_k``.
+    ``t_j(r)`` is the ``1 - r`` quantile of the calibration probabilities of class
+    ``j`` among its own samples (linear interpolation between order statistics,
+    so that the mean set size moves by single labels as ``r`` grows), and ``r``
+    is found by bisection so that the mean set size on the calibration data is
+    ``average_k``.
     """
     n_classes = proba.shape[1]
-    true_scores = [np.sort(proba[y_index == j, j]) for j in range(n_classes)]
+    true_scores = [proba[y_index == j, j] for j in range(n_classes)]
 
     def thresholds(r):
-        out = np.empty(n_classes)
-        for j, values in enumerate(true_scores):
-            idx = int(np.clip(np.floor((1.0 - r) * len(values)), 0, len(values) - 1))
-            out[j] = values[idx]
-        return out
+        return np.array([np.quantile(values, 1.0 - r) for values in true_scores])
 
     def size(r):
         return float((proba >= thresholds(r)).sum(axis=1).mean())
@@ -204,10 +202,14 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self : AverageKClassifier
         """
         self._check_params()
+        X, y = indexable(X, y)
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
-        n_classes = len(np.unique(y)) if self.cv is None else None
-        if n_classes is not None and self.average_k >= n_classes:
+        n_classes = len(np.unique(y))
+        if n_classes < 2:
+            raise ValueError(f"AverageKClassifier needs at least 2 classes; got {n_classes} "
+                             "class.")
+        if self.cv is None and self.average_k >= n_classes:
             raise ValueError(
                 f"average_k={self.average_k} must be smaller than the number of classes "
                 f"({n_classes}): sets of all classes say nothing."

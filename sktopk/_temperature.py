@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.model_selection import train_test_split
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted, column_or_1d, indexable
 
 from ._predict_topk import class_scores
 
@@ -203,6 +203,7 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         """
         check_cv(self.cv)
         check_has_scores(self.estimator)
+        X, y = indexable(X, y)
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
         if self.cv == "prefit":
