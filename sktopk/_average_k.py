@@ -51,6 +51,14 @@ def _classwise_thresholds(proba, y_index, average_k):
         return float((proba >= thresholds(r)).sum(axis=1).mean())
 
     low, high = 0.0, 1.0
+    if size(low) > average_k:
+        warnings.warn(
+            f"mode='classwise' cannot make sets this small: with every class at its highest "
+            f"true-class calibration score, the sets hold {size(low):.3g} labels on average "
+            f"(classes with few calibration samples get low thresholds), above "
+            f"average_k={average_k}; using those thresholds. Use mode='global', or more "
+            "calibration data.", UserWarning, stacklevel=3)
+        return thresholds(low)
     if size(high) < average_k:
         warnings.warn(
             f"mode='classwise' reaches a mean set size of only {size(high):.3g} on the "
