@@ -15,6 +15,7 @@ from ._temperature import (
     check_cv,
     check_fraction,
     check_has_scores,
+    check_two_classes,
     encode_calibration_labels,
     fit_temperature,
     scores_as_logits,
@@ -213,10 +214,7 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X, y = indexable(X, y)
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
-        n_classes = len(np.unique(y))
-        if n_classes < 2:
-            raise ValueError(f"AverageKClassifier needs at least 2 classes; got {n_classes} "
-                             "class.")
+        n_classes = check_two_classes(y, type(self).__name__)
         if self.cv is None and self.average_k >= n_classes:
             raise ValueError(
                 f"average_k={self.average_k} must be smaller than the number of classes "

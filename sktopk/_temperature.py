@@ -31,6 +31,13 @@ def check_has_scores(estimator, name="estimator"):
         )
 
 
+def check_two_classes(y, owner):
+    n_classes = len(np.unique(y))
+    if n_classes < 2:
+        raise ValueError(f"{owner} needs at least 2 classes; got {n_classes} class.")
+    return n_classes
+
+
 def check_fraction(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}.")
@@ -206,6 +213,7 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         X, y = indexable(X, y)
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
+        check_two_classes(y, type(self).__name__)
         if self.cv == "prefit":
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
@@ -262,7 +270,8 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks that the model is fitted
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
