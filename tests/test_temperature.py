@@ -31,7 +31,7 @@ def test_fit_temperature_minimises_the_log_loss():
         logits = logits * scale + rng.normal(size=(300, 1)) * 10 * scale  # row shifts
         t = fit_temperature(logits, y)
 
-        def nll(temp):
+        def nll(temp, logits=logits, y=y):
             return -log_softmax(logits / temp, axis=1)[np.arange(300), y].mean()
 
         grid = np.exp(np.linspace(np.log(t) - 1, np.log(t) + 1, 2001))
