@@ -146,8 +146,9 @@ def test_clone_pickle_skops_and_grid_search(data):
     np.testing.assert_array_equal(loaded.predict_set(X), fitted.predict_set(X))
     sio = pytest.importorskip("skops.io")
     blob = sio.dumps(fitted)
-    untrusted = sio.get_untrusted_types(data=blob)
-    loaded = sio.loads(blob, trusted=untrusted)
+    # Nothing to trust beyond sktopk's own type (scikit-learn's are trusted by default).
+    assert sio.get_untrusted_types(data=blob) == ["sktopk._average_k.AverageKClassifier"]
+    loaded = sio.loads(blob, trusted=["sktopk._average_k.AverageKClassifier"])
     np.testing.assert_array_equal(loaded.predict_set(X), fitted.predict_set(X))
 
 
@@ -158,6 +159,12 @@ def test_topk_classifier_pickles_inside(data):
     loaded = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(loaded.predict_set(X), fitted.predict_set(X))
     assert loaded.temperature_ == fitted.temperature_ > 0
+    sio = pytest.importorskip("skops.io")
+    blob = sio.dumps(fitted)
+    untrusted = sio.get_untrusted_types(data=blob)
+    assert all(name.startswith("sktopk.") for name in untrusted), untrusted
+    loaded = sio.loads(blob, trusted=untrusted)
+    np.testing.assert_array_equal(loaded.predict_set(X), fitted.predict_set(X))
 
 
 class _NoScores(ClassifierMixin, BaseEstimator):
