@@ -139,3 +139,16 @@ def test_readme_snippet_runs_as_written(data):
     search = namespace["search"]
     np.testing.assert_array_equal(result, _reference(search.decision_function(X[:7]),
                                                      search.classes_, 5))
+
+
+def test_sets_and_metrics_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport sktopk, sktopk.metrics\n"
+            "sktopk.predict_topk, sktopk.AverageKClassifier, sktopk.TemperatureScaledClassifier\n"
+            "sktopk.metrics.top_k_report, sktopk.metrics.make_set_scorer\n"
+            "assert 'torch' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
