@@ -30,6 +30,7 @@ for MAPIE. It takes about a minute on 2 CPU cores.
 # second and evaluated on the third.
 import os
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -118,6 +119,10 @@ for k, sets in average_k.items():
 # which the rare ones do not have.)
 F_temp, F_conf, y_temp, y_conf = train_test_split(F_cal, y_cal, test_size=0.5,
                                                   random_state=0)
+# MAPIE warns when the conformalization data miss some of the model's classes:
+# they do here (a random half of the calibration part, then one frequency group
+# at a time), as intended.
+warnings.filterwarnings("ignore", message=".*less labels than your training dataset")
 probabilistic = TemperatureScaledClassifier(net, cv="prefit").fit(F_temp, y_temp)
 print(f"temperature {probabilistic.temperature_:.3f}")
 levels = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
@@ -230,7 +235,8 @@ print(f"Done in {time.perf_counter() - start:.0f} s; figure written to {figure_p
 # The conformal sets reach their coverage on average over the test cities, but
 # the marginal threshold under-covers the rare countries (about 0.36 at a
 # requested 0.9): the guarantee is marginal. The Mondrian sets (one threshold
-# per frequency group) bring every group close to the requested level, with
-# larger sets for the rare countries. Their guarantee holds on average over
+# per frequency group) bring every group close to the requested level, at a
+# price: the rare countries enter many more sets (mean size 49 against 20 at
+# 0.9). Their guarantee holds on average over
 # calibration draws; a single draw with a few hundred calibration cities per
 # group can fall a few points short, as the medium group does here.
