@@ -213,6 +213,7 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Returns
         -------
         self : AverageKClassifier
+            The fitted meta-estimator.
         """
         self._check_params()
         X, y = indexable(X, y)
@@ -277,10 +278,12 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            Class probabilities, columns aligned with ``classes_``.
         """
         check_is_fitted(self)
         return self._proba(X)
@@ -291,6 +294,7 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
@@ -307,10 +311,12 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
+            The most likely label of each sample.
         """
         check_is_fitted(self)
         return self.estimator_.predict(X)
@@ -321,11 +327,13 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
         scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for binary
-            problems, where positive values favour ``classes_[1]``.
+            The wrapped estimator's scores (for binary problems one score, where
+            positive values favour ``classes_[1]``).
         """
         check_is_fitted(self)
         if hasattr(self.estimator_, "decision_function"):
@@ -339,11 +347,14 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
         k : int, default=5
+            Number of labels per sample.
 
         Returns
         -------
         labels : ndarray of shape (n_samples, k)
+            The k best labels of each sample, best first.
         """
         check_is_fitted(self)
         return predict_topk(self.estimator_, X, k)

@@ -207,6 +207,7 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         Returns
         -------
         self : TemperatureScaledClassifier
+            The fitted wrapper.
         """
         check_cv(self.cv)
         check_has_scores(self.estimator)
@@ -235,10 +236,12 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            Class probabilities, columns aligned with ``classes_``.
         """
         check_is_fitted(self)
         logits, _ = scores_as_logits(self.estimator_, X)
@@ -250,10 +253,12 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
+            Class probabilities, columns aligned with ``classes_``.
         """
         check_is_fitted(self)
         logits, _ = scores_as_logits(self.estimator_, X)
@@ -265,10 +270,12 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
+            Samples, as the wrapped estimator takes them.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
+            The most likely label of each sample.
         """
         proba = self.predict_proba(X)  # checks that the model is fitted
         return self.classes_[np.argmax(proba, axis=1)]
