@@ -258,7 +258,7 @@ class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstim
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
-            Class probabilities, columns aligned with ``classes_``.
+            Logarithm of the class probabilities, columns aligned with ``classes_``.
         """
         check_is_fitted(self)
         logits, _ = scores_as_logits(self.estimator_, X)
