@@ -39,7 +39,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedShuffleSplit, train_
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
-from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk import ImbalancedTopKClassifier, TopKClassifier, predict_topk
 from sktopk.datasets import load_cities, make_text_vectorizer
 from sktopk.metrics import make_top_k_scorer, top_k_accuracy_curve, top_k_accuracy_score
 
@@ -189,9 +189,9 @@ for name, model in models.items():
 # Wieś, Neustadt): the model ranks countries by how the name is spelled, which
 # can mislead it (in our run, Tripoli, a city of Lebanon and of Libya, gets
 # Italian- and Greek-sounding guesses).
-vectorizer, clf = models["top-K hinge (tuned)"][0], models["top-K hinge (tuned)"][-1]
+# :func:`sktopk.predict_topk` works on the whole pipeline (and on any classifier).
 queries = ["Santa Cruz", "Hamilton", "Tripoli", "Nowa Wieś", "Neustadt", "Ouagadougou"]
-for query, guesses in zip(queries, clf.predict_topk(vectorizer.transform(queries), k=5),
+for query, guesses in zip(queries, predict_topk(models["top-K hinge (tuned)"], queries, k=5),
                           strict=True):
     print(f"{query:>12}: " + ", ".join(cities.country_names[g] for g in guesses))
 

@@ -1,21 +1,39 @@
 """sktopk: top-K classification for scikit-learn.
 
-The estimators live here; the torch losses in :mod:`sktopk.losses` and
-:mod:`sktopk.functional`, the metrics and scorers in :mod:`sktopk.metrics`, the
-bundled real datasets in :mod:`sktopk.datasets`.
+The estimators live here, with :func:`predict_topk` (the k best labels of any
+classifier), :class:`AverageKClassifier` (prediction sets of K labels on
+average) and :class:`TemperatureScaledClassifier` (probabilities from any
+classifier's scores, e.g. for conformal prediction with MAPIE); the torch
+losses in :mod:`sktopk.losses` and :mod:`sktopk.functional`, the metrics and
+scorers in :mod:`sktopk.metrics`, the bundled real datasets in
+:mod:`sktopk.datasets`.
 """
 
 import importlib
 
 __version__ = "0.2.0"
 
-__all__ = ["ImbalancedTopKClassifier", "TopKClassifier", "__version__"]
+__all__ = [
+    "AverageKClassifier",
+    "ImbalancedTopKClassifier",
+    "TemperatureScaledClassifier",
+    "TopKClassifier",
+    "__version__",
+    "predict_topk",
+]
 
-_LAZY = {"ImbalancedTopKClassifier": "._classifier", "TopKClassifier": "._classifier"}
+_LAZY = {
+    "AverageKClassifier": "._average_k",
+    "ImbalancedTopKClassifier": "._classifier",
+    "TemperatureScaledClassifier": "._temperature",
+    "TopKClassifier": "._classifier",
+    "predict_topk": "._predict_topk",
+}
 
 
 def __getattr__(name):
-    # The estimators import torch (seconds); load them on first use so that
+    # The torch estimators take seconds to import; load every public name on first
+    # use so that
     # ``sktopk.metrics`` and ``sktopk.datasets`` import without it.
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)

@@ -827,7 +827,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for binary
-            problems, where positive values favour ``classes_[1]``.
+            One score per class (for binary problems one score, where positive
+            values favour ``classes_[1]``).
         """
         scores = self._raw_scores(X)
         if scores.shape[1] == 2:

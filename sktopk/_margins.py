@@ -17,6 +17,7 @@ def class_margins(class_counts, max_margin=0.2):
     Returns
     -------
     margins : torch.Tensor of shape (n_classes,), float64
+        The margin of each class, largest for the rarest.
 
     Examples
     --------

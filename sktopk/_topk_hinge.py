@@ -16,11 +16,11 @@ from ._perturbed import (
     check_perturbation_params,
 )
 from ._validation import (
+    check_loss_inputs,
     check_non_negative_float,
     check_positive_float,
     check_positive_int,
     check_reduction,
-    check_scores_target,
     reduce_loss,
 )
 
@@ -90,7 +90,7 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
     tensor([0., 3.])
     """
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     k = _check_k(k, scores.shape[1])
     margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise)
     return reduce_loss(torch.relu(1.0 + margin), reduction, weight)
@@ -99,7 +99,7 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
 def _imbalanced_from_margins(scores, target, margins, k, scale, epsilon, n_perturbations,
                              weight, reduction, generator, noise):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     k = _check_k(k, scores.shape[1])
     if margins.shape[0] != scores.shape[1]:
         raise ValueError(

@@ -60,9 +60,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst")),
 MAX_EPOCHS = 2
 
 # Pages whose blocks need something that lands elsewhere: page -> reason.
-EXPECTED_FAILURES = {
-    "README.md": (AttributeError, "sktopk.predict_topk lands with issue 12"),
-}
+EXPECTED_FAILURES = {}
 
 _PYTHON_LANGUAGES = {"python", "python3", "py", "pycon", "ipython"}
 _DIRECTIVE = re.compile(r"^(\s*)\.\. (?:code-block|code|sourcecode)::\s*(\S*)\s*$")

@@ -43,20 +43,12 @@ SKIPPED_METHODS = {"extra_repr"}
 #: name -> owning file. Each is an expected failure (strict: a fixed one must leave
 #: the list), and ``docs/conf.py`` excludes the same names from the docs build's checks.
 PENDING = {
-    **{f"sktopk.{cls}{member}": "sktopk/_classifier.py"
-       for cls in ("TopKClassifier", "ImbalancedTopKClassifier")
-       for member in ("", ".fit", ".partial_fit", ".decision_function", ".predict",
-                      ".predict_proba")},
     "sktopk.losses.TopKHingeLoss": "sktopk/_topk_hinge.py",
     "sktopk.losses.TopKHingeLoss.forward": "sktopk/_topk_hinge.py",
     "sktopk.losses.ImbalancedTopKHingeLoss": "sktopk/_topk_hinge.py",
     "sktopk.losses.ImbalancedTopKHingeLoss.forward": "sktopk/_topk_hinge.py",
     "sktopk.functional.imbalanced_topk_hinge_loss": "sktopk/_topk_hinge.py",
     "sktopk.losses.PerturbedTopK.forward": "sktopk/_perturbed.py",
-    "sktopk.functional.class_margins": "sktopk/_margins.py",
-    "sktopk.metrics.top_k_accuracy_score": "sktopk/metrics/_top_k_accuracy.py",
-    "sktopk.datasets.load_cities": "sktopk/datasets/_cities.py",
-    "sktopk.datasets.load_languages": "sktopk/datasets/_languages.py",
 }
 
 

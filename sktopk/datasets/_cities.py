@@ -164,6 +164,7 @@ def load_cities(
             Description, counts, source and licence (CC BY 4.0 attribution).
 
     (data, target) : tuple if ``return_X_y`` is True
+        The city names and their class indices.
 
     Raises
     ------

@@ -306,6 +306,7 @@ def load_languages(
             Description, construction, counts, source and licence.
 
     (data, target) : tuple if ``return_X_y`` is True
+        The text chunks and their class indices.
 
     Raises
     ------

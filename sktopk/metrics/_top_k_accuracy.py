@@ -210,7 +210,7 @@ def top_k_accuracy_score(y_true, y_score, *, k=5, average="micro", labels=None, 
     --------
     top_k_accuracy_curve : The score for several values of ``k`` at once.
     make_top_k_scorer : A scorer for ``GridSearchCV``, ``cross_validate``...
-    sklearn.metrics.top_k_accuracy_score : scikit-learn's micro-averaged version.
+    sklearn.metrics.top_k_accuracy_score : The micro-averaged version in scikit-learn.
 
     Notes
     -----
