@@ -117,17 +117,25 @@ def candidates(method):
     }[method]
 
 
+_PROVENANCE = {}
+
+
 def provenance():
-    """Commit (with '+dirty' if sktopk/ has uncommitted changes), versions, threads."""
+    """Commit (with '+dirty' if sktopk/ or benchmarks/*.py have uncommitted changes),
+    versions, threads: taken once, when the run starts (the code it loaded)."""
+    if _PROVENANCE:
+        return dict(_PROVENANCE)
+
     def git(*args):
         return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=HERE).stdout.strip()
     # ":/" pathspecs are relative to the repository root (git runs in benchmarks/).
     dirty = "+dirty" if git("status", "--porcelain", ":/sktopk", ":/benchmarks/*.py") else ""
-    return {"commit": git("rev-parse", "--short", "HEAD") + dirty, "torch": torch.__version__,
-            "sklearn": sklearn.__version__, "skorch": skorch.__version__,
-            "numpy": np.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine()}
+    _PROVENANCE.update({
+        "commit": git("rev-parse", "--short", "HEAD") + dirty, "torch": torch.__version__,
+        "sklearn": sklearn.__version__, "skorch": skorch.__version__, "numpy": np.__version__,
+        "threads": torch.get_num_threads(), "machine": platform.machine()})
+    return dict(_PROVENANCE)
 
 
 def paired_difference(rows, metric, baseline, group_keys=()):
@@ -376,6 +384,7 @@ def main(argv=None):
         print(tables(rows))
         return
     torch.set_num_threads(1 if args.part == "cost" else args.threads)
+    provenance()  # recorded now: the code this process has loaded
     start = time.perf_counter()
     if args.part == "noise":
         rows, table = part_noise(args.seeds)

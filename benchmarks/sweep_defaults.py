@@ -155,11 +155,11 @@ def table(paths):
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
             if line.strip()]
     lines = ["| data | features | noise | setting | seed | commit | epochs | val top-1 | "
-             "val top-5 | val macro top-5 | + post-hoc tau=1 (top-5 / macro) | + tau=1.5 |"
-             " + tau=2 |", "|" + "---|" * 13]
+             "val top-5 | val macro top-5 | + post-hoc tau=0.25 (top-5 / macro) | + tau=1 | "
+             "+ tau=1.5 | + tau=2 |", "|" + "---|" * 14]
     for row in rows:
         cells = []
-        for tau in ("1.0", "1.5", "2.0"):
+        for tau in ("0.25", "1.0", "1.5", "2.0"):
             pair = row.get("posthoc", {}).get(tau)
             cells.append("-" if pair is None else f"{100 * pair[0]:.1f} / {100 * pair[1]:.1f}")
         lines.append(
@@ -190,7 +190,7 @@ def main(argv=None):
     labels = args.only or list(grid)
     out = Path(args.out) if args.out else HERE / "results" / f"sweep_{args.data}.jsonl"
     out.parent.mkdir(exist_ok=True)
-    info = provenance()
+    info = provenance()  # once, at the start: the code this process has loaded
     for seed in args.seeds:
         X_train, y_train, X_val, y_val = load_split(args.data, seed, args.noise, args.features)
         for label in labels:

@@ -6,9 +6,9 @@ from torch import nn
 
 from ._validation import (
     check_class_counts,
+    check_loss_inputs,
     check_non_negative_float,
     check_reduction,
-    check_scores_target,
     reduce_loss,
 )
 
@@ -21,7 +21,7 @@ def log_class_prior(class_counts):
 
 def _adjusted_ce(scores, target, log_prior, tau, weight, reduction):
     check_reduction(reduction)
-    weight = check_scores_target(scores, target, weight=weight)
+    target, weight = check_loss_inputs(scores, target, weight)
     if log_prior.shape[0] != scores.shape[1]:
         raise ValueError(
             f"class_counts has {log_prior.shape[0]} entries but scores have "

@@ -67,6 +67,8 @@ CASES = [
     LossCase("focal", functional.focal_loss, losses.FocalLoss, {"gamma": 2.0}),
     LossCase("ldam", functional.ldam_loss, losses.LDAMLoss,
              {"class_counts": COUNTS, "max_margin": 0.5, "scale": 5.0}),
+    LossCase("logit_adjusted", functional.logit_adjusted_cross_entropy,
+             losses.LogitAdjustedCrossEntropyLoss, {"class_counts": COUNTS, "tau": 1.0}),
 ]
 IDS = [case.name for case in CASES]
 HINGES = {"topk_hinge", "imbalanced_topk_hinge"}
