@@ -1,7 +1,12 @@
 """Forward + backward cost of the top-K losses: sktopk against pytopk, difftopk and cross-entropy.
 
 Each timed call is ``loss(scores, target).backward()`` with ``scores = randn(N, C)``
-requiring grad. Every method is warmed up, then the methods are timed in
+requiring grad (``--regime random``), or with the scores of a network trained for
+a few epochs (``--regime trained``: Gaussian clusters at C = 1000, 10000, 100000
+and the bundled cities data, C = 210), or with cosine scores for the imbalanced
+loss at epsilon = 0.01 (``--regime cosine``). The trained scores are regenerated
+deterministically at each run (seeded data, initialisation and batches), so
+nothing large is stored. Every method is warmed up, then the methods are timed in
 interleaved rounds (so machine noise hits them alike) and the median is reported,
 with ratios taken within the same run. Peak extra memory on CPU is measured in a
 fresh subprocess per case (growth of the resident-set high-water mark over the
@@ -13,6 +18,8 @@ Usage::
     python benchmarks/bench_losses.py --grid full      # N, C, k, B over the whole issue grid
     python benchmarks/bench_losses.py --memory         # also the peak-memory table
     python benchmarks/bench_losses.py --device cuda    # on a GPU
+    python benchmarks/bench_losses.py --regime trained --repeats 7   # scores of trained networks
+    python benchmarks/bench_losses.py --regime cosine --repeats 7    # imbalanced loss, eps=0.01
 
 pytopk and difftopk come from the ``bench`` extra (``pip install -e '.[bench]'``);
 missing ones are skipped with a note.
@@ -28,14 +35,17 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sktopk._modules import MLP
 from sktopk.functional import (
     imbalanced_topk_hinge_loss,
     smooth_topk_svm_loss,
     topk_hinge_loss,
 )
+from sktopk.losses import ImbalancedTopKHingeLoss, TopKHingeLoss
 
 EPSILON = 1.0
 # pytopk materialises (N, C, B) noise several times over: past this many
@@ -80,6 +90,73 @@ def make_methods(n, c, k, b, device):
         svm = difftopk.SmoothTopKLoss(c, k, tau=1, device=device)
         methods["difftopk_svm"] = lambda s, y: svm(s, y)
     return methods
+
+
+# Trained-score regimes: a brief, seeded training run on which the losses are then timed.
+TRAIN_FEATURES, TRAIN_HIDDEN, TRAIN_BATCH, TRAIN_EPOCHS = 64, 256, 256, 3
+
+
+def _cluster_data(n_classes, n_samples, seed, long_tail=False):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_classes, TRAIN_FEATURES)).astype(np.float32)
+    if long_tail:  # class frequencies falling as 1 / rank: a long-tailed problem
+        p = 1.0 / np.arange(1, n_classes + 1)
+        y = rng.choice(n_classes, size=n_samples, p=p / p.sum())
+    else:
+        y = rng.integers(0, n_classes, n_samples)
+    X = centers[y] + 1.0 * rng.normal(size=(n_samples, TRAIN_FEATURES)).astype(np.float32)
+    return torch.as_tensor(X), torch.as_tensor(y)
+
+
+def _cities_data(seed):
+    from sktopk.datasets import load_cities, make_text_vectorizer
+
+    bunch = load_cities()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(bunch.target))
+    X = make_text_vectorizer(n_components=TRAIN_FEATURES, random_state=seed).fit_transform(
+        [bunch.data[i] for i in order])
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(bunch.target)[order])
+    return X, y
+
+
+def trained_scores(source, n_classes, n_rows, seed=0, cosine=False, epochs=TRAIN_EPOCHS):
+    """Decision function on ``n_rows`` held-out rows of a network trained for a few epochs.
+
+    ``source`` is "clusters" (Gaussian clusters, ``n_classes`` of them) or "cities"
+    (the bundled cities data). Balanced scores come from an MLP trained with the
+    top-K hinge (k=5, epsilon=1, B=10); cosine scores from an MLP with a cosine
+    head trained with the imbalanced loss (epsilon=0.01) on long-tailed clusters.
+    Returns (scores, targets, class_counts).
+    """
+    torch.manual_seed(seed)  # nothing below uses it; guards against hidden global draws
+    if source == "cities":
+        X, y = _cities_data(seed)
+        n_classes = int(y.max()) + 1
+    else:
+        n_train = min(32 * n_classes, 32768)
+        X, y = _cluster_data(n_classes, n_train + n_rows, seed, long_tail=cosine)
+    X_train, y_train = X[:-n_rows], y[:-n_rows]
+    counts = torch.bincount(y_train, minlength=n_classes)
+    gen = torch.Generator().manual_seed(seed)
+    net = MLP(X.shape[1], n_classes, (TRAIN_HIDDEN,), cosine_head=cosine, generator=gen)
+    if cosine:
+        loss = ImbalancedTopKHingeLoss(counts.tolist(), k=5, epsilon=0.01, n_perturbations=5,
+                                       generator=gen)
+    else:
+        loss = TopKHingeLoss(k=5, epsilon=1.0, n_perturbations=10, generator=gen)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(epochs):
+        order = torch.randperm(len(X_train), generator=gen)
+        for i in range(0, len(X_train), TRAIN_BATCH):
+            index = order[i:i + TRAIN_BATCH]
+            optimizer.zero_grad()
+            loss(net(X_train[index]), y_train[index]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        scores = net(X[-n_rows:])
+    return scores, y[-n_rows:], counts
 
 
 def _sync(device):

@@ -11,11 +11,16 @@ is overwritten in place, and only the winning indices, (N, B) integers, are kept
 for the backward pass. So the extra memory is one score-sized buffer whatever B
 is, and on CPU the cost is B times (one Gaussian fill + one ``topk``), of which
 the Gaussian fill is the larger part.
+
+That is the dense path. The sparse path (:mod:`sktopk._sparse_perturbed`) draws
+the same distribution from the highest scores of each row plus the few other
+columns that rise above them; ``sampler="auto"`` picks the cheaper per call.
 """
 
 import torch
 from torch import nn
 
+from ._sparse_perturbed import check_sampler, sample_sparse_or_none
 from ._validation import check_finite, check_non_negative_float, check_positive_int
 
 NOISE_MODES = ("independent", "shared")
@@ -78,8 +83,8 @@ def kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator=None,
     return values.to(x.dtype), indices
 
 
-def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise):
-    """Dispatch to the fused Triton kernel on CUDA when it can run, else to torch."""
+def _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise):
+    """The dense estimator: the fused Triton kernel on CUDA when it can run, else torch."""
     if x.is_cuda and epsilon > 0.0:
         from . import _triton_dispatch
 
@@ -89,13 +94,22 @@ def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise):
     return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
 
 
+def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise, sampler="auto"):
+    """Dispatch one call to the sparse or the dense sampler (see ``sampler``)."""
+    if epsilon > 0.0 and noise == "independent" and sampler != "dense":
+        result = sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler)
+        if result is not None:
+            return result
+    return _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise)
+
+
 class _PerturbedKthLargest(torch.autograd.Function):
     """Autograd wrapper: keeps the (N, B) winning indices, not the noise."""
 
     @staticmethod
-    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise):
+    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise, sampler):
         values, indices = _kth_largest_perturbed(
-            x.detach(), k, epsilon, n_perturbations, generator, noise
+            x.detach(), k, epsilon, n_perturbations, generator, noise, sampler
         )
         ctx.save_for_backward(indices)
         ctx.n_columns = x.shape[1]
@@ -108,7 +122,7 @@ class _PerturbedKthLargest(torch.autograd.Function):
         share = (grad_values / n_draws).unsqueeze(1).expand(-1, n_draws)
         grad_x = grad_values.new_zeros((indices.shape[0], ctx.n_columns))
         grad_x.scatter_add_(1, indices, share.to(grad_x.dtype))
-        return grad_x, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None
 
 
 def check_noise(noise):
@@ -118,7 +132,8 @@ def check_noise(noise):
     return noise
 
 
-def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_name="k"):
+def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_name="k",
+                              sampler="auto"):
     """Validate the smoothing parameters against the length ``size`` of the dimension."""
     k = check_positive_int(k, k_name)
     if k > size:
@@ -126,6 +141,7 @@ def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_nam
     epsilon = check_non_negative_float(epsilon, "epsilon")
     n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
     check_noise(noise)
+    check_sampler(sampler, noise)
     return k, epsilon, n_perturbations
 
 
@@ -145,7 +161,7 @@ def check_generator(generator, x):
 
 
 def perturbed_topk(x, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None,
-                   noise="independent"):
+                   noise="independent", sampler="auto"):
     """Smoothed k-th largest value ``E_Z[(x + epsilon * Z)_[k]]`` along ``dim``.
 
     A Monte-Carlo estimate over ``n_perturbations`` Gaussian draws, fresh at each
@@ -176,6 +192,16 @@ def perturbed_topk(x, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None
         call: every slice gets the same expected value and gradient as with
         independent noise, the slices are just correlated, and the Gaussian
         generation, the main CPU cost, shrinks by the number of slices.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        How the draws are taken; all three give the same distribution of the
+        value and the gradient. "dense" perturbs every entry (N*C*B Gaussian
+        draws). "sparse" perturbs only the highest entries of each slice and
+        draws exactly which of the others rise above them (see
+        :func:`sktopk._sparse_perturbed.kth_largest_perturbed_sparse`): far
+        cheaper when a few entries stand out, as with the scores of a trained
+        network. "auto" estimates both costs from ``x`` at each call and takes
+        the cheaper. "sparse" needs ``noise="independent"``; with shared noise
+        "auto" takes the dense path.
 
     Returns
     -------
@@ -216,14 +242,15 @@ def perturbed_topk(x, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"dim={dim} is out of range for a tensor with {x.ndim} dimensions.")
     k, epsilon, n_perturbations = check_perturbation_params(
-        k, epsilon, n_perturbations, noise, x.shape[dim]
+        k, epsilon, n_perturbations, noise, x.shape[dim], sampler=sampler
     )
     check_generator(generator, x)
     check_finite(x, "x")
     moved = x.movedim(dim, -1)
     lead_shape = moved.shape[:-1]
     flat = moved.reshape(-1, moved.shape[-1])
-    values = _PerturbedKthLargest.apply(flat, k, epsilon, n_perturbations, generator, noise)
+    values = _PerturbedKthLargest.apply(flat, k, epsilon, n_perturbations, generator, noise,
+                                        sampler)
     return values.reshape(lead_shape)
 
 
@@ -244,6 +271,8 @@ class PerturbedTopK(nn.Module):
         Source of the noise; see :func:`perturbed_topk`.
     noise : {"independent", "shared"}, default="independent"
         See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        See :func:`perturbed_topk`.
 
     Examples
     --------
@@ -255,20 +284,21 @@ class PerturbedTopK(nn.Module):
     """
 
     def __init__(self, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None,
-                 noise="independent"):
+                 noise="independent", sampler="auto"):
         super().__init__()
         self.k = check_positive_int(k, "k")
         self.epsilon = check_non_negative_float(epsilon, "epsilon")
         self.n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
         check_noise(noise)
+        self.sampler = check_sampler(sampler, noise)
         self.dim = dim
         self.generator = generator
         self.noise = noise
 
     def forward(self, x):
         return perturbed_topk(x, self.k, self.epsilon, self.n_perturbations, self.dim,
-                              self.generator, self.noise)
+                              self.generator, self.noise, self.sampler)
 
     def extra_repr(self):
         return (f"k={self.k}, epsilon={self.epsilon}, n_perturbations={self.n_perturbations}, "
-                f"dim={self.dim}, noise={self.noise!r}")
+                f"dim={self.dim}, noise={self.noise!r}, sampler={self.sampler!r}")

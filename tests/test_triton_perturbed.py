@@ -263,22 +263,23 @@ def _check_loss_backward_through_kernel():
     from sktopk._triton_perturbed import kth_largest_perturbed_triton
     from sktopk.functional import perturbed_topk, topk_hinge_loss
 
-    original = _perturbed._kth_largest_perturbed
-    _perturbed._kth_largest_perturbed = kth_largest_perturbed_triton
+    original = _perturbed._kth_largest_dense
+    _perturbed._kth_largest_dense = kth_largest_perturbed_triton
     try:
         x = torch.randn(5, 30, generator=torch.Generator().manual_seed(9), requires_grad=True)
-        value = perturbed_topk(x, 3, 1.0, 8, generator=torch.Generator().manual_seed(0))
+        value = perturbed_topk(x, 3, 1.0, 8, generator=torch.Generator().manual_seed(0),
+                               sampler="dense")
         value.sum().backward()
         torch.testing.assert_close(x.grad.sum(1), torch.ones(5))
         assert ((x.grad * 8) == (x.grad * 8).round()).all()  # multiples of 1/B
         scores = torch.randn(5, 30, requires_grad=True)
         target = torch.tensor([0, 1, 2, 3, 4])
         loss = topk_hinge_loss(scores, target, k=5, epsilon=0.3, n_perturbations=4,
-                               generator=torch.Generator().manual_seed(0))
+                               generator=torch.Generator().manual_seed(0), sampler="dense")
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
     finally:
-        _perturbed._kth_largest_perturbed = original
+        _perturbed._kth_largest_dense = original
 
 
 CHECKS = sorted(name for name in dir(sys.modules[__name__]) if name.startswith("_check_"))
