@@ -21,11 +21,12 @@ SAMPLERS = ("auto", "dense", "sparse")
 # Cost model of the "auto" rule, in nanoseconds per unit on one CPU thread
 # (measured on the benchmark machine; only their ratios matter).
 _COST_DENSE = 5.0  # one Gaussian draw + its share of topk, per (row, column, draw)
-_COST_POOL_TOPK = 5.0  # candidate pool by one topk over the row, per score
-_COST_POOL_GROUPS = 1.5  # candidate pool through group maxima, per score
+_COST_DENSE_ROW = 2000.0  # per (row, draw): topk's per-row overhead
+_COST_POOL_TOPK = 15.0  # candidate pool by one topk over the row, per score
+_COST_POOL_GROUPS = 4.0  # candidate pool through group maxima, per score
 _COST_CANDIDATE_MIN = 3.0  # per (row, draw, candidate) when m == k (a min)
-_COST_CANDIDATE_TOPK = 8.0  # per (row, draw, candidate) when m > k (a topk)
-_COST_CANDIDATE_ROW = 100.0  # per (row, draw) when m > k
+_COST_CANDIDATE_TOPK = 16.0  # per (row, draw, candidate) when m > k (a topk over m)
+_COST_CANDIDATE_ROW = 1500.0  # per (row, draw) when m > k
 _COST_PROPOSAL = 250.0  # per proposed column: thinning, truncated draw, merge
 _COST_FIXED = 3.0e5  # Python and launch overhead of the sparse path per call
 # Candidate counts tried, as multiples of k, and the rows used to estimate the cost.
@@ -145,6 +146,10 @@ def pool_size_for(k, n_columns):
     return min(n_columns, k * _MENU[-1] + 1, max(k + 1, n_columns // 2))
 
 
+def _dense_cost(n_rows, n_columns, n_perturbations):
+    return n_rows * n_perturbations * (_COST_DENSE * n_columns + _COST_DENSE_ROW)
+
+
 def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns):
     """The cheaper path for one call: ("sparse", m) or ("dense", None).
 
@@ -171,7 +176,7 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns):
     -------
     (str, int or None)
     """
-    dense = _COST_DENSE * top_values.shape[0] * n_columns * n_perturbations
+    dense = _dense_cost(top_values.shape[0], n_columns, n_perturbations)
     costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns,
                           top_values.shape[0])
     if not costs:
@@ -371,7 +376,7 @@ def _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs, col
 
 def dense_cost_in_proposals(n_rows, n_columns, n_perturbations):
     """The dense path's cost expressed as a number of proposals (the fallback threshold)."""
-    return _COST_DENSE * n_rows * n_columns * n_perturbations / _COST_PROPOSAL
+    return _dense_cost(n_rows, n_columns, n_perturbations) / _COST_PROPOSAL
 
 
 def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
