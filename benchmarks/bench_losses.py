@@ -315,7 +315,22 @@ print(json.dumps((high_water_kib() - before) * 1024))
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10):
+def cached_trained_scores(cache, source, c, n, cosine):
+    """:func:`trained_scores`, saved under ``cache`` (a directory) when one is given."""
+    if cache is None:
+        return trained_scores(source, c, n, cosine=cosine)
+    import os
+
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"scores_{source}_{c}_{'cosine' if cosine else 'linear'}_{n}.pt")
+    if os.path.exists(path):
+        return torch.load(path)
+    result = trained_scores(source, c, n, cosine=cosine)
+    torch.save(result, path)
+    return result
+
+
+def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
     """Time the losses on trained-network or cosine scores; print one table."""
     from sktopk._sparse_perturbed import candidate_pool, choose_sampler, pool_size_for
 
@@ -332,7 +347,7 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10):
     print("|" + "---|" * (4 + len(names) + 3))
     for source, c in cases:
         start = time.perf_counter()
-        scores, target, counts = trained_scores(source, c, n, cosine=regime == "cosine")
+        scores, target, counts = cached_trained_scores(cache, source, c, n, regime == "cosine")
         train_s = time.perf_counter() - start
         c = scores.shape[1]
         top = candidate_pool(scores, pool_size_for(k + 1, c))
@@ -377,6 +392,8 @@ def main(argv=None):
     parser.add_argument("--regime", default="random", choices=["random", "trained", "cosine"])
     parser.add_argument("--classes", type=int, nargs="+", default=None,
                         help="cluster counts of the trained/cosine regimes")
+    parser.add_argument("--cache", default=None,
+                        help="directory to keep the trained scores in between runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -386,7 +403,7 @@ def main(argv=None):
               f"interleaved rounds; pytopk: {'yes' if pytopk else 'missing'}")
         classes = args.classes or ((1000, 10000, 100000) if args.regime == "trained"
                                    else (1000, 10000))
-        run_regime(args.regime, classes, args.repeats, args.memory)
+        run_regime(args.regime, classes, args.repeats, args.memory, cache=args.cache)
         return
     print(f"# bench_losses: {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, {args.threads} thread(s), device {args.device}, "

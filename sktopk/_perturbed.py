@@ -20,6 +20,7 @@ columns that rise above them; ``sampler="auto"`` picks the cheaper per call.
 import torch
 from torch import nn
 
+from . import _triton_dispatch
 from ._sparse_perturbed import check_sampler, sample_sparse_or_none
 from ._validation import check_finite, check_non_negative_float, check_positive_int
 
@@ -84,19 +85,30 @@ def kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator=None,
 
 
 def _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise):
-    """The dense estimator: the fused Triton kernel on CUDA when it can run, else torch."""
-    if x.is_cuda and epsilon > 0.0:
-        from . import _triton_dispatch
-
-        kernel = _triton_dispatch.get_kernel(x, k, noise)
-        if kernel is not None:
-            return kernel(x, k, epsilon, n_perturbations, generator, noise)
+    """The dense estimator: the fused Triton kernel when it can run, else torch."""
+    # CPU tensors never go to the kernel here (only tests run it on CPU, interpreted).
+    kernel = x.is_cuda and _triton_dispatch.get_kernel(x, k, epsilon, n_perturbations, noise)
+    if kernel:
+        return kernel(x, k, epsilon, n_perturbations, generator, noise)
     return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
 
 
 def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise, sampler="auto"):
-    """Dispatch one call to the sparse or the dense sampler (see ``sampler``)."""
-    if epsilon > 0.0 and noise == "independent" and sampler != "dense":
+    """Dispatch one call to the sparse or the dense sampler (see ``sampler``).
+
+    A backend forced by :func:`sktopk.backends.use_backend` overrides ``sampler``.
+    """
+    if epsilon == 0.0:
+        return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
+    backend = _triton_dispatch.current_backend()
+    if backend == "triton":
+        kernel = _triton_dispatch.require_kernel(x, k, epsilon, n_perturbations, noise)
+        return kernel(x, k, epsilon, n_perturbations, generator, noise)
+    if backend in ("dense", "torch"):
+        sampler = "dense"
+    elif backend == "sparse":
+        sampler = check_sampler("sparse", noise)
+    if noise == "independent" and sampler != "dense":
         result = sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler)
         if result is not None:
             return result

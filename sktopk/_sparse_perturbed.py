@@ -22,13 +22,13 @@ SAMPLERS = ("auto", "dense", "sparse")
 # (measured on the benchmark machine; only their ratios matter).
 _COST_DENSE = 5.0  # one Gaussian draw + its share of topk, per (row, column, draw)
 _COST_DENSE_ROW = 2000.0  # per (row, draw): topk's per-row overhead
-_COST_POOL_TOPK = 15.0  # candidate pool by one topk over the row, per score
-_COST_POOL_GROUPS = 4.0  # candidate pool through group maxima, per score
+_COST_POOL_TOPK = 10.0  # candidate pool by one topk over the row, per score
+_COST_POOL_GROUPS = 2.5  # candidate pool through group maxima, per score
 _COST_CANDIDATE_MIN = 3.0  # per (row, draw, candidate) when m == k (a min)
-_COST_CANDIDATE_TOPK = 16.0  # per (row, draw, candidate) when m > k (a topk over m)
-_COST_CANDIDATE_ROW = 1500.0  # per (row, draw) when m > k
-_COST_PROPOSAL = 250.0  # per proposed column: thinning, truncated draw, merge
-_COST_FIXED = 3.0e5  # Python and launch overhead of the sparse path per call
+_COST_CANDIDATE_TOPK = 10.0  # per (row, draw, candidate) when m > k (a topk over m)
+_COST_CANDIDATE_ROW = 500.0  # per (row, draw) when m > k
+_COST_PROPOSAL = 150.0  # per proposed column: thinning, truncated draw, merge
+_COST_FIXED = 1.0e6  # Python and launch overhead of the sparse path per call
 # Candidate counts tried, as multiples of k, and the rows used to estimate the cost.
 _MENU = (1, 2, 4, 8, 16, 32)
 _ESTIMATE_ROWS = 32
@@ -98,18 +98,22 @@ def _log_tail(z):
     return torch.special.log_ndtr(-z)
 
 
-def _expected_kth(top, k, epsilon, m):
-    """Deterministic estimate of the k-th largest of ``top[:, :m] + epsilon * Z``.
+def _expected_kth(top, k, epsilon, sizes):
+    """Deterministic estimates of the k-th largest of ``top[:, :m] + epsilon * Z``.
 
-    The root u of ``sum_j Q((u - s_j) / eps) = k - 1/2`` (the expected number
-    of perturbed candidates above u), found by bisection.
+    For each m in ``sizes``, the root u of ``sum_{j < m} Q((u - s_j) / eps) = k - 1/2``
+    (the expected number of perturbed candidates above u), by bisection.
+    Returns shape (rows, len(sizes)).
     """
-    s = top[:, :m]
-    low = s[:, k - 1] - 8.0 * epsilon
-    high = s[:, 0] + 8.0 * epsilon
-    for _ in range(30):
+    s = top.unsqueeze(1)  # (rows, 1, P)
+    inside = torch.arange(top.shape[1], device=top.device) < torch.tensor(
+        sizes, device=top.device).unsqueeze(1)  # (len(sizes), P)
+    low = (top[:, k - 1] - 8.0 * epsilon).unsqueeze(1).expand(-1, len(sizes))
+    high = (top[:, 0] + 8.0 * epsilon).unsqueeze(1).expand(-1, len(sizes))
+    for _ in range(20):
         mid = 0.5 * (low + high)
-        above = torch.special.ndtr((s - mid.unsqueeze(1)) / epsilon).sum(1) > k - 0.5
+        mass = torch.special.ndtr((s - mid.unsqueeze(2)) / epsilon) * inside
+        above = mass.sum(2) > k - 0.5
         low = torch.where(above, mid, low)
         high = torch.where(above, high, mid)
     return 0.5 * (low + high)
@@ -125,13 +129,14 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
     step = max(1, top_values.shape[0] // _ESTIMATE_ROWS)
     top = top_values[::step].double()
     pairs = n_rows * n_perturbations
+    sizes = [k * factor for factor in _MENU
+             if k * factor < min(n_columns, pool_size)]
+    if not sizes:
+        return {}
+    u = _expected_kth(top, k, epsilon, sizes)
     costs = {}
-    for factor in _MENU:
-        m = k * factor
-        if m >= n_columns or m >= pool_size:
-            break
-        u = _expected_kth(top, k, epsilon, m)
-        q = _log_tail((u - top[:, m]) / epsilon).exp()
+    for i, m in enumerate(sizes):
+        q = _log_tail((u[:, i] - top[:, m]) / epsilon).exp()
         proposals = pairs * (n_columns - m) * float(q.mean())
         if m == k:
             candidates = _COST_CANDIDATE_MIN * pairs * m
@@ -141,9 +146,9 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
     return costs
 
 
-def pool_size_for(k, n_columns):
+def pool_size_for(k, n_columns, largest=_MENU[-1]):
     """Size of the candidate pool: the largest candidate count tried, plus one."""
-    return min(n_columns, k * _MENU[-1] + 1, max(k + 1, n_columns // 2))
+    return min(n_columns, k * largest + 1, max(k + 1, n_columns // 2))
 
 
 def _dense_cost(n_rows, n_columns, n_perturbations):
@@ -380,22 +385,35 @@ def dense_cost_in_proposals(n_rows, n_columns, n_perturbations):
 
 
 def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
-    """The sparse result, or None when ``sampler="auto"`` finds the dense path cheaper."""
+    """The sparse result, or None when ``sampler="auto"`` finds the dense path cheaper.
+
+    The candidate pool is found in two stages: the 4k + 1 highest scores first
+    (cheap), and the 32k + 1 highest only when no candidate count up to 4k is
+    clearly cheaper than the dense path (half its cost).
+    """
     n_rows, n_columns = x.shape
-    pool_size = pool_size_for(k, n_columns)
-    if sampler == "auto" and pool_size <= k + 1:  # too few columns to pay off
-        return None
-    top = candidate_pool(x, pool_size)
+    if sampler == "auto" and pool_size_for(k, n_columns) <= k + 1:
+        return None  # too few columns to pay off
+    dense = _dense_cost(n_rows, n_columns, n_perturbations)
+    top = candidate_pool(x, pool_size_for(k, n_columns, largest=4))
+    costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
+    big_size = pool_size_for(k, n_columns)
+    if big_size > top[0].shape[1] and min(costs.values(), default=math.inf) > dense / 2:
+        big = candidate_pool(x, big_size)
+        big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows)
+        if min(big_costs.values()) < min(costs.values(), default=math.inf):
+            top, costs = big, big_costs
     if sampler == "sparse":
-        costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
         # With C <= k + 1 the menu may be empty: every column is then a candidate.
         m = min(costs, key=costs.get) if costs else n_columns
         if m == n_columns and top[0].shape[1] < n_columns:
             top = candidate_pool(x, n_columns)
         return kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator, m=m,
                                             top=top)
-    path, m = choose_sampler(top[0], k, epsilon, n_perturbations, n_columns)
-    if path == "dense":
+    if not costs:
+        return None
+    m = min(costs, key=costs.get)
+    if costs[m] >= dense:
         return None
     return kth_largest_perturbed_sparse(
         x, k, epsilon, n_perturbations, generator, m=m, top=top,
