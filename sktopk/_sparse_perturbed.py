@@ -22,11 +22,12 @@ SAMPLERS = ("auto", "dense", "sparse")
 # (measured on the benchmark machine; only their ratios matter).
 _COST_DENSE = 5.0  # one Gaussian draw + its share of topk, per (row, column, draw)
 _COST_DENSE_ROW = 2000.0  # per (row, draw): topk's per-row overhead
-_COST_POOL_TOPK = 10.0  # candidate pool by one topk over the row, per score
+_COST_POOL_TOPK = 15.0  # candidate pool by one topk over the row, per score
 _COST_POOL_GROUPS = 2.5  # candidate pool through group maxima, per score
+_COST_POOL_ROW = 2000.0  # per row and topk of the pool (groups: two topk)
 _COST_CANDIDATE_MIN = 3.0  # per (row, draw, candidate) when m == k (a min)
 _COST_CANDIDATE_TOPK = 10.0  # per (row, draw, candidate) when m > k (a topk over m)
-_COST_CANDIDATE_ROW = 500.0  # per (row, draw) when m > k
+_COST_CANDIDATE_ROW = 2000.0  # per (row, draw) when m > k
 _COST_PROPOSAL = 150.0  # per proposed column: thinning, truncated draw, merge
 _COST_FIXED = 1.0e6  # Python and launch overhead of the sparse path per call
 # Candidate counts tried, as multiples of k, and the rows used to estimate the cost.
@@ -110,7 +111,7 @@ def _expected_kth(top, k, epsilon, sizes):
         sizes, device=top.device).unsqueeze(1)  # (len(sizes), P)
     low = (top[:, k - 1] - 8.0 * epsilon).unsqueeze(1).expand(-1, len(sizes))
     high = (top[:, 0] + 8.0 * epsilon).unsqueeze(1).expand(-1, len(sizes))
-    for _ in range(20):
+    for _ in range(12):  # a 16 eps bracket to eps / 256: plenty for a cost estimate
         mid = 0.5 * (low + high)
         mass = torch.special.ndtr((s - mid.unsqueeze(2)) / epsilon) * inside
         above = mass.sum(2) > k - 0.5
@@ -124,7 +125,8 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
     pool_size = top_values.shape[1]
     grouped = _group_size(n_columns, pool_size) > 1
     per_score = _COST_POOL_GROUPS if grouped else _COST_POOL_TOPK
-    pool = per_score * n_rows * n_columns + _COST_FIXED
+    per_row = _COST_POOL_ROW * (2 if grouped else 1)
+    pool = n_rows * (per_score * n_columns + per_row) + _COST_FIXED
     # A fixed, evenly spread subset of rows is enough to estimate a mean.
     step = max(1, top_values.shape[0] // _ESTIMATE_ROWS)
     top = top_values[::step].double()

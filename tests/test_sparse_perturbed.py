@@ -224,10 +224,12 @@ def test_auto_picks_sparse_on_separated_scores_and_dense_on_flat_ones():
     separated = _scores("trained", 64, 5000, seed=0)
     top = candidate_pool(separated, 25)
     assert choose_sampler(top[0], 2, 1.0, 10, 5000)[0] == "sparse"
-    flat = torch.zeros(64, 5000)
+    # Flat scores with k = 6 of 60: the dense path draws little more than the
+    # candidates would.
+    flat = torch.zeros(64, 60)
     top = candidate_pool(flat, 25)
-    assert choose_sampler(top[0], 2, 1.0, 10, 5000) == ("dense", None)
-    assert sample_sparse_or_none(flat, 2, 1.0, 10, None, "auto") is None
+    assert choose_sampler(top[0], 6, 1.0, 10, 60) == ("dense", None)
+    assert sample_sparse_or_none(flat, 6, 1.0, 10, None, "auto") is None
     assert sample_sparse_or_none(separated, 2, 1.0, 10, None, "auto") is not None
 
 
