@@ -61,8 +61,8 @@ def candidate_pool(x, size):
     """The ``size`` highest scores of each row, sorted, with their columns.
 
     Exact values (ties included) without a ``topk`` over all C columns: the
-    columns are split into C / b strided groups, the ``size`` groups with the
-    highest maxima are gathered, and the topk is taken over those. Any element
+    columns are split into about C / b strided groups, the ``size`` groups with
+    the highest maxima are gathered, and the topk is taken over those. Any element
     among the ``size`` highest lies in such a group (its group's maximum is at
     least as large), so the values returned are the row's top ``size`` values.
 
@@ -81,16 +81,28 @@ def candidate_pool(x, size):
     b = _group_size(n_columns, size)
     if b == 1:
         return torch.topk(x, size, dim=1, sorted=True)
-    n_groups = -(-n_columns // b)
-    padded = x
-    if n_groups * b != n_columns:
-        padded = torch.nn.functional.pad(x, (0, n_groups * b - n_columns), value=-math.inf)
-    # Group g holds the columns g, g + G, g + 2G, ...; every group has a real column.
-    group_max = padded.view(n_rows, b, n_groups).amax(dim=1)
-    top_groups = torch.topk(group_max, size, dim=1, sorted=False).indices
+    # Group g < G holds the columns g, g + G, ..., g + (b - 1) G (a strided view,
+    # no copy); the r = C - G b leftover columns are groups of one.
+    n_groups = n_columns // b
+    n_left = n_columns - n_groups * b
+    x = x.contiguous()
+    blocks = x.as_strided((n_rows, b, n_groups), (x.stride(0), n_groups, 1))
+    group_max = blocks.amax(dim=1)
+    if n_left:
+        group_max = torch.cat([group_max, x[:, n_groups * b:]], dim=1)
+    top_groups = torch.topk(group_max, size, dim=1, sorted=False).indices.unsqueeze(2)
     offsets = torch.arange(b, device=x.device) * n_groups
-    columns = (top_groups.unsqueeze(2) + offsets).reshape(n_rows, -1)
-    values, where = torch.topk(padded.gather(1, columns), size, dim=1, sorted=True)
+    columns = top_groups + offsets  # (N, size, b)
+    single = top_groups >= n_groups
+    if n_left:
+        # A leftover group holds only its first slot; the other slots are blanked.
+        columns = torch.where(single, n_groups * b + (top_groups - n_groups), columns)
+        blank = single & (offsets > 0)
+    columns = columns.reshape(n_rows, -1)
+    candidates = x.gather(1, columns)
+    if n_left:
+        candidates = candidates.masked_fill(blank.reshape(n_rows, -1), -math.inf)
+    values, where = torch.topk(candidates, size, dim=1, sorted=True)
     return values, columns.gather(1, where)
 
 

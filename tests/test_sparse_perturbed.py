@@ -233,11 +233,12 @@ def test_auto_picks_sparse_on_separated_scores_and_dense_on_flat_ones():
     assert sample_sparse_or_none(separated, 2, 1.0, 10, None, "auto") is not None
 
 
-@pytest.mark.parametrize("n_columns", [7, 64, 1001, 4096])
-def test_candidate_pool_returns_the_top_values(n_columns):
+@pytest.mark.parametrize(("n_columns", "size"), [
+    (7, 7), (64, 13), (1001, 13), (4096, 13), (10007, 25), (10007, 193)])
+def test_candidate_pool_returns_the_top_values(n_columns, size):
+    # Through a topk, or groups with (1001, 10007) and without (4096) leftover columns.
     gen = torch.Generator().manual_seed(n_columns)
     x = torch.randint(0, 50, (5, n_columns), generator=gen).float()  # many ties
-    size = min(n_columns, 13)
     values, columns = candidate_pool(x, size)
     torch.testing.assert_close(values, torch.topk(x, size, dim=1).values)
     torch.testing.assert_close(x.gather(1, columns), values)
