@@ -30,6 +30,9 @@ _COST_CANDIDATE_TOPK = 10.0  # per (row, draw, candidate) when m > k (a topk ove
 _COST_CANDIDATE_ROW = 2000.0  # per (row, draw) when m > k
 _COST_PROPOSAL = 150.0  # per proposed column: thinning, truncated draw, merge
 _COST_FIXED = 1.0e6  # Python and launch overhead of the sparse path per call
+# The sparse path must be estimated this much cheaper to be taken: the model's
+# errors are of this order (benchmarks/RESULTS.md, section 1).
+_MARGIN = 0.8
 # Candidate counts tried, as multiples of k, and the rows used to estimate the cost.
 _MENU = (1, 2, 4, 8, 16, 32)
 _ESTIMATE_ROWS = 32
@@ -180,9 +183,11 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns):
     for the candidates' k-th perturbed value), averaged over 32 evenly spaced
     rows. The sparse cost is a pass over the scores, ``N B m`` candidate draws
     and the proposals, each weighted by a per-unit cost measured on CPU; the
-    dense cost is ``N C B`` draws. The cheapest wins. Once the candidates are drawn, the
-    sparse path still hands over to the dense one if the actual expected number
-    of proposals exceeds the dense cost (see :func:`sample_sparse_or_none`).
+    dense cost is ``N C B`` draws plus topk's per-row overhead. The sparse
+    path is taken when its best estimate is below 0.8 times the dense one.
+    Once the candidates are drawn, the sparse path still hands over to the
+    dense one if the actual expected number of proposals exceeds the dense
+    cost (see :func:`sample_sparse_or_none`).
 
     Parameters
     ----------
@@ -201,7 +206,7 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns):
     if not costs:
         return "dense", None
     m = min(costs, key=costs.get)
-    return ("sparse", m) if costs[m] < dense else ("dense", None)
+    return ("sparse", m) if costs[m] < _MARGIN * dense else ("dense", None)
 
 
 def _geometric_proposals(log_q, log_1mq, n_columns, generator):
@@ -427,7 +432,7 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     if not costs:
         return None
     m = min(costs, key=costs.get)
-    if costs[m] >= dense:
+    if costs[m] >= _MARGIN * dense:
         return None
     return kth_largest_perturbed_sparse(
         x, k, epsilon, n_perturbations, generator, m=m, top=top,
