@@ -116,25 +116,37 @@ def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise, sam
 
 
 class _PerturbedKthLargest(torch.autograd.Function):
-    """Autograd wrapper: keeps the (N, B) winning indices, not the noise."""
+    """Autograd wrapper: keeps the (N, B) winning indices, not the noise.
+
+    With ``target`` (N,) int64, returns ``T_k(x) - x[i, target[i]]`` instead, and
+    the backward writes both terms into ONE (N, C) gradient: the hinge losses
+    use this to save the score-sized passes of a separate gather.
+    """
 
     @staticmethod
-    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise, sampler):
+    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise, sampler, target=None):
         values, indices = _kth_largest_perturbed(
             x.detach(), k, epsilon, n_perturbations, generator, noise, sampler
         )
-        ctx.save_for_backward(indices)
         ctx.n_columns = x.shape[1]
-        return values
+        ctx.has_target = target is not None
+        if target is None:
+            ctx.save_for_backward(indices)
+            return values
+        ctx.save_for_backward(indices, target)
+        return values - x.detach().gather(1, target.unsqueeze(1)).squeeze(1)
 
     @staticmethod
     def backward(ctx, grad_values):
-        (indices,) = ctx.saved_tensors
+        indices = ctx.saved_tensors[0]
         n_draws = indices.shape[1]
         share = (grad_values / n_draws).unsqueeze(1).expand(-1, n_draws)
         grad_x = grad_values.new_zeros((indices.shape[0], ctx.n_columns))
         grad_x.scatter_add_(1, indices, share.to(grad_x.dtype))
-        return grad_x, None, None, None, None, None, None
+        if ctx.has_target:
+            target = ctx.saved_tensors[1]
+            grad_x.scatter_add_(1, target.unsqueeze(1), -grad_values.unsqueeze(1).to(grad_x.dtype))
+        return grad_x, None, None, None, None, None, None, None
 
 
 def check_noise(noise):

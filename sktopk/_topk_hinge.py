@@ -42,10 +42,9 @@ def _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise,
     # scores were validated by the caller: skip perturbed_topk's own data checks.
     _, epsilon, n_perturbations = check_perturbation_params(
         k + 1, epsilon, n_perturbations, noise, scores.shape[1], sampler=sampler)
-    kth = _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise,
-                                     sampler)
-    true_scores = scores.gather(1, target.unsqueeze(1)).squeeze(1)
-    return kth - true_scores
+    # One autograd node for both terms: a single (N, C) gradient in the backward.
+    return _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise,
+                                      sampler, target)
 
 
 def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight=None,
