@@ -18,18 +18,20 @@ import torch
 #: Accepted values of the ``sampler`` parameter.
 SAMPLERS = ("auto", "dense", "sparse")
 
-# Cost model of the "auto" rule, in nanoseconds per unit on one CPU thread
-# (measured on the benchmark machine; only their ratios matter).
+# Cost model of the "auto" rule, in nanoseconds per unit on one CPU thread,
+# fitted to timings of both paths on trained and cosine scores at N = 256 and
+# 1024 on the (loaded, 2-core) benchmark machine; only their ratios matter. The
+# fixed cost is large: the sparse path runs ~200 small torch operations.
 _COST_DENSE = 5.0  # one Gaussian draw + its share of topk, per (row, column, draw)
 _COST_DENSE_ROW = 2000.0  # per (row, draw): topk's per-row overhead
 _COST_POOL_TOPK = 15.0  # candidate pool by one topk over the row, per score
 _COST_POOL_GROUPS = 2.5  # candidate pool through group maxima, per score
 _COST_POOL_ROW = 2000.0  # per row and topk of the pool (groups: two topk)
 _COST_CANDIDATE_MIN = 3.0  # per (row, draw, candidate) when m == k (a min)
-_COST_CANDIDATE_TOPK = 10.0  # per (row, draw, candidate) when m > k (a topk over m)
-_COST_CANDIDATE_ROW = 2000.0  # per (row, draw) when m > k
-_COST_PROPOSAL = 150.0  # per proposed column: thinning, truncated draw, merge
-_COST_FIXED = 1.0e6  # Python and launch overhead of the sparse path per call
+_COST_CANDIDATE_TOPK = 5.0  # per (row, draw, candidate) when m > k (a topk over m)
+_COST_CANDIDATE_ROW = 1000.0  # per (row, draw) when m > k
+_COST_PROPOSAL = 75.0  # per proposed column: thinning, truncated draw, merge
+_COST_FIXED = 8.0e6  # per call: pool, cost estimate and ~200 small operations
 # The sparse path must be estimated this much cheaper to be taken: the model's
 # errors are of this order (benchmarks/RESULTS.md, section 1).
 _MARGIN = 0.8
@@ -135,13 +137,17 @@ def _expected_kth(top, k, epsilon, sizes):
     return 0.5 * (low + high)
 
 
-def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
-    """Estimated cost (ns) of the sparse path for each candidate count the pool covers."""
-    pool_size = top_values.shape[1]
+def _pool_cost(n_rows, n_columns, pool_size):
     grouped = _group_size(n_columns, pool_size) > 1
     per_score = _COST_POOL_GROUPS if grouped else _COST_POOL_TOPK
     per_row = _COST_POOL_ROW * (2 if grouped else 1)
-    pool = n_rows * (per_score * n_columns + per_row) + _COST_FIXED
+    return n_rows * (per_score * n_columns + per_row) + _COST_FIXED
+
+
+def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
+    """Estimated cost (ns) of the sparse path for each candidate count the pool covers."""
+    pool_size = top_values.shape[1]
+    pool = _pool_cost(n_rows, n_columns, pool_size)
     # A fixed, evenly spread subset of rows is enough to estimate a mean.
     step = max(1, top_values.shape[0] // _ESTIMATE_ROWS)
     top = top_values[::step].double()
@@ -411,13 +417,21 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     clearly cheaper than the dense path (half its cost).
     """
     n_rows, n_columns = x.shape
-    if sampler == "auto" and pool_size_for(k, n_columns) <= k + 1:
-        return None  # too few columns to pay off
     dense = _dense_cost(n_rows, n_columns, n_perturbations)
-    top = candidate_pool(x, pool_size_for(k, n_columns, largest=4))
+    small_size, big_size = pool_size_for(k, n_columns, largest=4), pool_size_for(k, n_columns)
+    pairs = n_rows * n_perturbations
+    if sampler == "auto":
+        # Nothing computed yet: give up at once when even the cheapest sparse call
+        # (the pool and k candidates, no proposal) would not pay off.
+        floor = _pool_cost(n_rows, n_columns, small_size) + _COST_CANDIDATE_MIN * pairs * k
+        if big_size <= k + 1 or floor >= _MARGIN * dense:
+            return None
+    top = candidate_pool(x, small_size)
     costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
-    big_size = pool_size_for(k, n_columns)
-    if big_size > top[0].shape[1] and min(costs.values(), default=math.inf) > dense / 2:
+    big_floor = (_pool_cost(n_rows, n_columns, big_size)
+                 + pairs * (_COST_CANDIDATE_TOPK * 8 * k + _COST_CANDIDATE_ROW))
+    if (big_size > small_size and min(costs.values(), default=math.inf) > dense / 2
+            and (sampler == "sparse" or big_floor < _MARGIN * dense)):
         big = candidate_pool(x, big_size)
         big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows)
         if min(big_costs.values()) < min(costs.values(), default=math.inf):
