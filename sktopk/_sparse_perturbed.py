@@ -421,10 +421,11 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     small_size, big_size = pool_size_for(k, n_columns, largest=4), pool_size_for(k, n_columns)
     pairs = n_rows * n_perturbations
     if sampler == "auto":
-        # Nothing computed yet: give up at once when even the cheapest sparse call
-        # (the pool and k candidates, no proposal) would not pay off.
+        # Nothing computed yet: give up at once unless the cheapest sparse call
+        # (the pool and k candidates, no proposal) would cost under half the
+        # dense one; otherwise the decision itself would cost the dense calls.
         floor = _pool_cost(n_rows, n_columns, small_size) + _COST_CANDIDATE_MIN * pairs * k
-        if big_size <= k + 1 or floor >= _MARGIN * dense:
+        if big_size <= k + 1 or floor >= dense / 2:
             return None
     top = candidate_pool(x, small_size)
     costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)

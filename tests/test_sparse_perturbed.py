@@ -221,7 +221,7 @@ def test_half_precision_inputs(dtype):
 
 def test_auto_picks_sparse_on_separated_scores_and_dense_on_flat_ones():
     # k = 2: the 2nd largest lies among the three high scores.
-    separated = _scores("trained", 64, 5000, seed=0)
+    separated = _scores("trained", 256, 5000, seed=0)
     top = candidate_pool(separated, 25)
     assert choose_sampler(top[0], 2, 1.0, 10, 5000)[0] == "sparse"
     # Flat scores with k = 6 of 60: the dense path draws little more than the
