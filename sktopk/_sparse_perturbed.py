@@ -414,7 +414,10 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
 
     The candidate pool is found in two stages: the 4k + 1 highest scores first
     (cheap), and the 32k + 1 highest only when no candidate count up to 4k is
-    clearly cheaper than the dense path (half its cost).
+    clearly cheaper than the dense path (half its cost) and the larger pool
+    with 8k candidates would cost under half the dense path. Under
+    ``sampler="auto"`` nothing is computed when the small pool with k
+    candidates would already cost a third of the dense path.
     """
     n_rows, n_columns = x.shape
     dense = _dense_cost(n_rows, n_columns, n_perturbations)
@@ -422,17 +425,17 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     pairs = n_rows * n_perturbations
     if sampler == "auto":
         # Nothing computed yet: give up at once unless the cheapest sparse call
-        # (the pool and k candidates, no proposal) would cost under half the
-        # dense one; otherwise the decision itself would cost the dense calls.
+        # (the pool and k candidates, no proposal) would cost under a third of
+        # the dense one; otherwise the decision itself would cost the dense calls.
         floor = _pool_cost(n_rows, n_columns, small_size) + _COST_CANDIDATE_MIN * pairs * k
-        if big_size <= k + 1 or floor >= dense / 2:
+        if big_size <= k + 1 or floor >= dense / 3:
             return None
     top = candidate_pool(x, small_size)
     costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
     big_floor = (_pool_cost(n_rows, n_columns, big_size)
                  + pairs * (_COST_CANDIDATE_TOPK * 8 * k + _COST_CANDIDATE_ROW))
     if (big_size > small_size and min(costs.values(), default=math.inf) > dense / 2
-            and (sampler == "sparse" or big_floor < _MARGIN * dense)):
+            and (sampler == "sparse" or big_floor < dense / 2)):
         big = candidate_pool(x, big_size)
         big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows)
         if min(big_costs.values()) < min(costs.values(), default=math.inf):
