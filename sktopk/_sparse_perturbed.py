@@ -144,7 +144,7 @@ def _pool_cost(n_rows, n_columns, pool_size):
     return n_rows * (per_score * n_columns + per_row) + _COST_FIXED
 
 
-def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
+def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows, capped=True):
     """Estimated cost (ns) of the sparse path for each candidate count the pool covers."""
     pool_size = top_values.shape[1]
     pool = _pool_cost(n_rows, n_columns, pool_size)
@@ -165,8 +165,15 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
             candidates = _COST_CANDIDATE_MIN * pairs * m
         else:
             candidates = pairs * (_COST_CANDIDATE_TOPK * m + _COST_CANDIDATE_ROW)
-        costs[m] = pool + candidates + _COST_PROPOSAL * proposals
+        if not capped or proposals <= proposal_cap(n_rows, n_columns):
+            costs[m] = pool + candidates + _COST_PROPOSAL * proposals
     return costs
+
+
+def proposal_cap(n_rows, n_columns):
+    """Most proposals "auto" lets a call make: their temporaries (~100 bytes each)
+    then stay under the size of the (float32) scores."""
+    return n_rows * n_columns / 32
 
 
 def pool_size_for(k, n_columns, largest=_MENU[-1]):
@@ -431,14 +438,16 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
         if big_size <= k + 1 or floor >= dense / 3:
             return None
     top = candidate_pool(x, small_size)
-    costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
+    capped = sampler == "auto"
+    costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows, capped)
     big_floor = (_pool_cost(n_rows, n_columns, big_size)
                  + pairs * (_COST_CANDIDATE_TOPK * 8 * k + _COST_CANDIDATE_ROW))
     if (big_size > small_size and min(costs.values(), default=math.inf) > dense / 2
             and (sampler == "sparse" or big_floor < dense / 2)):
         big = candidate_pool(x, big_size)
-        big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows)
-        if min(big_costs.values()) < min(costs.values(), default=math.inf):
+        big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows,
+                                  capped)
+        if min(big_costs.values(), default=math.inf) < min(costs.values(), default=math.inf):
             top, costs = big, big_costs
     if sampler == "sparse":
         # With C <= k + 1 the menu may be empty: every column is then a candidate.
@@ -454,4 +463,5 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
         return None
     return kth_largest_perturbed_sparse(
         x, k, epsilon, n_perturbations, generator, m=m, top=top,
-        max_proposals=dense_cost_in_proposals(n_rows, n_columns, n_perturbations))
+        max_proposals=min(dense_cost_in_proposals(n_rows, n_columns, n_perturbations),
+                          proposal_cap(n_rows, n_columns)))
