@@ -165,7 +165,9 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows, ca
             candidates = _COST_CANDIDATE_MIN * pairs * m
         else:
             candidates = pairs * (_COST_CANDIDATE_TOPK * m + _COST_CANDIDATE_ROW)
-        if not capped or proposals <= proposal_cap(n_rows, n_columns):
+        # A quarter of the cap: the realised count, checked once the candidates
+        # are drawn, often exceeds the estimate by 2x.
+        if not capped or proposals <= proposal_cap(n_rows, n_columns) / 4:
             costs[m] = pool + candidates + _COST_PROPOSAL * proposals
     return costs
 
