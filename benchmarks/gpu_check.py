@@ -460,8 +460,8 @@ for c in CS:
 say()
 say("## Sparse sampler on separated scores (issue 11)")
 say()
-say("Scores of a trained network stand-in: 0.5 * randn, the target class + 6 and two other "
-    "classes + 5 and + 4.5; balanced loss k=5, B=10, epsilon=1, forward + backward, ms "
+say("Scores of a trained network stand-in: 0.5 * randn, the target class + 6 and seven other "
+    "classes + 5 ... + 3.5; balanced loss k=5, B=10, epsilon=1, forward + backward, ms "
     "(median of interleaved repeats). 'auto' is the default dispatch.")
 say()
 say("| C | dense fused | dense torch | sparse | auto | ce | dense fused / sparse | auto / ce |")
@@ -473,8 +473,9 @@ def run_sparse_timing(c, k=5, b=10):
     base = 0.5 * torch.randn(N, c, generator=g_cpu)
     target = torch.randint(0, c, (N,), generator=g_cpu)
     base[torch.arange(N), target] += 6.0
-    others = torch.randint(0, c, (N, 2), generator=g_cpu)
-    base.scatter_add_(1, others, torch.tensor([[5.0, 4.5]]).expand(N, 2))
+    # Seven more high classes, so that the (K+1)-th largest is among the separated ones.
+    others = torch.randint(0, c, (N, 7), generator=g_cpu)
+    base.scatter_add_(1, others, torch.linspace(5.0, 3.5, 7).expand(N, 7).contiguous())
     scores = base.to(DEVICE).requires_grad_(True)
     target = target.to(DEVICE)
     g = gen(0)

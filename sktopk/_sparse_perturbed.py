@@ -8,7 +8,10 @@ have exactly the dense estimator's distribution (see
 :func:`kth_largest_perturbed_sparse`, Notes), at a cost of O(m) draws per row and
 draw plus the expected number of such columns.
 
-:func:`choose_sampler` owns the choice between the two paths for one call.
+:func:`sample_sparse_or_none` makes the choice between the two paths for one
+call, with the cost rule of :func:`choose_sampler`. The rule's constants are
+measured on CPU; on CUDA, "auto" keeps the dense path (the fused kernel) until
+GPU constants are measured, and the sparse path runs when forced.
 """
 
 import math
@@ -429,6 +432,8 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     candidates would already cost a third of the dense path.
     """
     n_rows, n_columns = x.shape
+    if sampler == "auto" and x.device.type != "cpu":
+        return None  # the cost constants are CPU ones (module docstring)
     dense = _dense_cost(n_rows, n_columns, n_perturbations)
     small_size, big_size = pool_size_for(k, n_columns, largest=4), pool_size_for(k, n_columns)
     pairs = n_rows * n_perturbations
