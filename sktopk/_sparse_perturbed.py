@@ -147,7 +147,7 @@ def _pool_cost(n_rows, n_columns, pool_size):
     return n_rows * (per_score * n_columns + per_row) + _COST_FIXED
 
 
-def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows, capped=True):
+def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
     """Estimated cost (ns) of the sparse path for each candidate count the pool covers."""
     pool_size = top_values.shape[1]
     pool = _pool_cost(n_rows, n_columns, pool_size)
@@ -168,15 +168,12 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows, ca
             candidates = _COST_CANDIDATE_MIN * pairs * m
         else:
             candidates = pairs * (_COST_CANDIDATE_TOPK * m + _COST_CANDIDATE_ROW)
-        # A quarter of the cap: the realised count, checked once the candidates
-        # are drawn, often exceeds the estimate by 2x.
-        if not capped or proposals <= proposal_cap(n_rows, n_columns) / 4:
-            costs[m] = pool + candidates + _COST_PROPOSAL * proposals
+        costs[m] = pool + candidates + _COST_PROPOSAL * proposals
     return costs
 
 
 def proposal_cap(n_rows, n_columns):
-    """Most proposals "auto" lets a call make: their temporaries (~100 bytes each)
+    """Expected proposals handled at once: their temporaries (~60-100 bytes each)
     then stay under the size of the (float32) scores."""
     return n_rows * n_columns / 32
 
@@ -360,32 +357,59 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
         u = values.reshape(-1)
         s_top = top_values[:, m].double().repeat_interleave(n_draws)
         log_q = _log_tail((u - s_top) / epsilon)
-        if max_proposals is not None:
-            if float(log_q.exp().sum()) * (n_columns - m) > max_proposals:
-                return None
+        expected = log_q.exp() * (n_columns - m)  # proposals per pair, in expectation
+        total = float(expected.sum())
+        if max_proposals is not None and total > max_proposals:
+            return None
         log_1mq = torch.special.log_ndtr((u - s_top) / epsilon)
-        pairs, columns = _geometric_proposals(log_q, log_1mq, n_columns, generator)
-        rows = torch.div(pairs, n_draws, rounding_mode="floor")
-        scores = x[rows, columns].double()
-        # A proposed column is perturbed as s - eps * ndtri(t), t its tail mass,
-        # uniform on (0, q]: it lands above u with probability p / q, and then
-        # follows its Gaussian truncated to (u, inf) (Notes, 3 and 4).
-        uniform = torch.rand(pairs.shape, dtype=torch.float64, device=device, generator=generator)
-        tail_mass = (torch.log1p(-uniform) + log_q[pairs]).exp().clamp_min(_TINY)
-        drawn = scores - epsilon * torch.special.ndtri(tail_mass)
-        # Candidates are proposed too and dropped: a score above s_T is one, a
-        # score tied with s_T is looked up.
-        s_pair = s_top[pairs]
-        accepted = (drawn > u[pairs]) & (scores <= s_pair)
-        tied = accepted & (scores == s_pair)
-        if bool(tied.any()):
-            where = torch.nonzero(tied).squeeze(1)
-            is_candidate = (candidate_columns[rows[where]] == columns[where].unsqueeze(1)).any(1)
-            accepted[where[is_candidate]] = False
-        if bool(accepted.any()):
-            _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs[accepted],
-                            columns[accepted], drawn[accepted])
+        # Pairs in blocks of about proposal_cap expected proposals each, so that the
+        # proposals' temporaries stay below the size of the scores.
+        budget = max(proposal_cap(n_rows, n_columns), 65536.0)  # a few MB at least
+        n_blocks = max(1, math.ceil(total / budget))
+        cuts = torch.searchsorted(torch.cumsum(expected, 0),
+                                  budget * torch.arange(1, n_blocks, dtype=expected.dtype,
+                                                        device=device))
+        starts = [0] + cuts.tolist()
+        ends = cuts.tolist() + [u.numel()]
+        kept = [_accepted_proposals(x, u, s_top, log_q, log_1mq, candidate_columns, n_draws,
+                                    epsilon, generator, start, end)
+                for start, end in zip(starts, ends, strict=True) if end > start]
+        kept = [part for part in kept if part is not None]
+        if kept:
+            pairs, columns, drawn = (torch.cat(parts) for parts in zip(*kept, strict=True))
+            _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs, columns,
+                            drawn)
     return values.mean(dim=1).to(x.dtype), indices
+
+
+def _accepted_proposals(x, u, s_top, log_q, log_1mq, candidate_columns, n_draws, epsilon,
+                        generator, start, end):
+    """Proposals of the pairs ``start:end`` kept above u: (pairs, columns, values) or None."""
+    device = x.device
+    n_columns = x.shape[1]
+    pairs, columns = _geometric_proposals(log_q[start:end], log_1mq[start:end], n_columns,
+                                          generator)
+    pairs = pairs + start
+    rows = torch.div(pairs, n_draws, rounding_mode="floor")
+    scores = x[rows, columns].double()
+    # A proposed column is perturbed as s - eps * ndtri(t), t its tail mass,
+    # uniform on (0, q]: it lands above u with probability p / q, and then
+    # follows its Gaussian truncated to (u, inf) (Notes, 3).
+    uniform = torch.rand(pairs.shape, dtype=torch.float64, device=device, generator=generator)
+    tail_mass = (torch.log1p(-uniform) + log_q[pairs]).exp().clamp_min(_TINY)
+    drawn = scores - epsilon * torch.special.ndtri(tail_mass)
+    # Candidates are proposed too and dropped: a score above s_T is one, a
+    # score tied with s_T is looked up.
+    s_pair = s_top[pairs]
+    accepted = (drawn > u[pairs]) & (scores <= s_pair)
+    tied = accepted & (scores == s_pair)
+    if bool(tied.any()):
+        where = torch.nonzero(tied).squeeze(1)
+        is_candidate = (candidate_columns[rows[where]] == columns[where].unsqueeze(1)).any(1)
+        accepted[where[is_candidate]] = False
+    if not bool(accepted.any()):
+        return None
+    return pairs[accepted], columns[accepted], drawn[accepted]
 
 
 def _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs, columns, drawn):
@@ -445,15 +469,13 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
         if big_size <= k + 1 or floor >= dense / 3:
             return None
     top = candidate_pool(x, small_size)
-    capped = sampler == "auto"
-    costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows, capped)
+    costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
     big_floor = (_pool_cost(n_rows, n_columns, big_size)
                  + pairs * (_COST_CANDIDATE_TOPK * 8 * k + _COST_CANDIDATE_ROW))
     if (big_size > small_size and min(costs.values(), default=math.inf) > dense / 2
             and (sampler == "sparse" or big_floor < dense / 2)):
         big = candidate_pool(x, big_size)
-        big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows,
-                                  capped)
+        big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows)
         if min(big_costs.values(), default=math.inf) < min(costs.values(), default=math.inf):
             top, costs = big, big_costs
     if sampler == "sparse":
@@ -470,5 +492,4 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
         return None
     return kth_largest_perturbed_sparse(
         x, k, epsilon, n_perturbations, generator, m=m, top=top,
-        max_proposals=min(dense_cost_in_proposals(n_rows, n_columns, n_perturbations),
-                          proposal_cap(n_rows, n_columns)))
+        max_proposals=dense_cost_in_proposals(n_rows, n_columns, n_perturbations))

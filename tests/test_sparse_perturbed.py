@@ -118,6 +118,12 @@ def test_every_candidate_count_is_exact(factor):
     _assert_same_law(x, 3, 0.7, 6000, seed=29, m=3 * factor)
 
 
+def test_many_proposals_in_blocks():
+    # Flat scores with few candidates: millions of proposals, handled in blocks of pairs.
+    x = _scores("flat", 2, 1000, seed=0)
+    _assert_same_law(x, 3, 1.0, 1500, seed=41, m=3)
+
+
 def test_two_columns_and_all_candidates():
     # C = 2 (one candidate, one proposal column) and m = C (nothing to propose).
     x = torch.tensor([[0.3, -0.2], [1.0, 1.0]], dtype=torch.float64)
