@@ -320,6 +320,18 @@ class PerturbedTopK(nn.Module):
         self.noise = noise
 
     def forward(self, x):
+        """The smoothed k-th largest value of ``x`` along ``dim``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Floating-point scores.
+
+        Returns
+        -------
+        torch.Tensor
+            ``x``'s shape without ``dim``.
+        """
         return perturbed_topk(x, self.k, self.epsilon, self.n_perturbations, self.dim,
                               self.generator, self.noise, self.sampler)
 

@@ -138,20 +138,30 @@ def imbalanced_topk_hinge_loss(scores, target, class_counts, k=5, max_margin=0.2
         ``n_c ** (-1/4)``, the rarest class getting ``max_margin``. Zero counts
         are treated as 1.
     k : int, default=5
+        The K of top-K accuracy; ``1 <= k < C``.
     max_margin : float, default=0.2
+        Margin of the rarest class.
     scale : float, default=60.0
+        Multiplier of the cosine scores (an inverse temperature).
     epsilon : float, default=0.01
+        Noise scale of the smoothing, in cosine units; 0 gives the exact hinge.
     n_perturbations : int, default=5
+        Monte-Carlo draws B.
     weight : torch.Tensor of shape (N,), optional
+        Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
     reduction : {"mean", "sum", "none"}, default="mean"
+        How the per-sample losses are combined.
     generator : torch.Generator, optional
+        Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
+        See :func:`perturbed_topk`.
     sampler : {"auto", "dense", "sparse"}, default="auto"
         See :func:`topk_hinge_loss`.
 
     Returns
     -------
     torch.Tensor
+        A scalar, or shape (N,) with ``reduction="none"``.
 
     See Also
     --------
@@ -196,11 +206,17 @@ class TopKHingeLoss(_SmoothedTopKLossBase):
     Parameters
     ----------
     k : int, default=5
+        The K of top-K accuracy; ``1 <= k < C``.
     epsilon : float, default=1.0
+        Noise scale of the smoothing; 0 gives the exact top-K calibrated hinge.
     n_perturbations : int, default=10
+        Monte-Carlo draws B.
     reduction : {"mean", "sum", "none"}, default="mean"
+        How the per-sample losses are combined.
     generator : torch.Generator, optional
+        Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
+        See :func:`perturbed_topk`.
     sampler : {"auto", "dense", "sparse"}, default="auto"
         See :func:`topk_hinge_loss`.
 
@@ -221,6 +237,22 @@ class TopKHingeLoss(_SmoothedTopKLossBase):
         super().__init__(k, epsilon, n_perturbations, reduction, generator, noise, sampler)
 
     def forward(self, scores, target, weight=None):
+        """The loss of ``scores`` against ``target``.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores.
+        target : torch.Tensor of shape (N,)
+            Integer class indices (any integer dtype).
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return topk_hinge_loss(scores, target, self.k, self.epsilon, self.n_perturbations,
                                weight, self.reduction, self.generator, self.noise,
                                self.sampler)
@@ -239,18 +271,30 @@ class ImbalancedTopKHingeLoss(_SmoothedTopKLossBase):
     Parameters
     ----------
     class_counts : array-like of shape (n_classes,)
+        Training count of each class (zero counts are treated as 1).
     k : int, default=5
+        The K of top-K accuracy; ``1 <= k < n_classes``.
     max_margin : float, default=0.2
+        Margin of the rarest class.
     scale : float, default=60.0
+        Multiplier of the cosine scores (an inverse temperature).
     epsilon : float, default=0.01
+        Noise scale of the smoothing, in cosine units.
     n_perturbations : int, default=5
+        Monte-Carlo draws B.
     reduction : {"mean", "sum", "none"}, default="mean"
+        How the per-sample losses are combined.
     generator : torch.Generator, optional
+        Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
+        See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        See :func:`topk_hinge_loss`.
 
     Attributes
     ----------
     margins : torch.Tensor of shape (n_classes,)
+        The class margins, float32.
 
     Examples
     --------
@@ -270,6 +314,22 @@ class ImbalancedTopKHingeLoss(_SmoothedTopKLossBase):
         self.register_buffer("margins", class_margins(class_counts, max_margin).float())
 
     def forward(self, scores, target, weight=None):
+        """The loss of ``scores`` against ``target``.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores.
+        target : torch.Tensor of shape (N,)
+            Integer class indices (any integer dtype).
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _imbalanced_from_margins(scores, target, self.margins, self.k, self.scale,
                                         self.epsilon, self.n_perturbations, weight,
                                         self.reduction, self.generator, self.noise,

@@ -55,6 +55,11 @@ def use_backend(backend):
         "triton" is the dense kernel, and a call it cannot take raises
         ValueError with the reason. ``epsilon=0`` always takes the exact path.
 
+    Yields
+    ------
+    str
+        ``backend``.
+
     Examples
     --------
     >>> import torch
@@ -76,7 +81,22 @@ def use_backend(backend):
 
 
 def current_backend():
-    """The backend forced by the innermost :func:`use_backend` block, or "auto"."""
+    """The backend forced by the innermost :func:`use_backend` block, or "auto".
+
+    Returns
+    -------
+    str
+        One of :data:`BACKENDS`.
+
+    Examples
+    --------
+    >>> from sktopk.backends import current_backend, use_backend
+    >>> with use_backend("dense"):
+    ...     current_backend()
+    'dense'
+    >>> current_backend()
+    'auto'
+    """
     return _BACKEND.get()
 
 
