@@ -14,6 +14,9 @@ Usage::
 
     python benchmarks/bench_fit.py                 # CPU, C in {100, 1000}
     python benchmarks/bench_fit.py --device cuda   # on a GPU
+    python benchmarks/bench_fit.py --classes 1000 --sktopk-only --imbalanced
+        # the estimators alone, plus ImbalancedTopKClassifier against its LDAM
+        # (cross-entropy on the same cosine head) fit and TopKClassifier's cross-entropy fit
 """
 
 import argparse
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
 
-from sktopk import TopKClassifier
+from sktopk import ImbalancedTopKClassifier, TopKClassifier
 from sktopk._classifier import _CrossEntropy
 from sktopk._modules import MLP
 from sktopk.losses import TopKHingeLoss
@@ -86,6 +89,15 @@ def sktopk_fit(X, y, loss_name, epochs, device):
     return [row["dur"] for row in clf.history_]
 
 
+def imbalanced_fit(X, y, loss_name, epochs, device):
+    clf = ImbalancedTopKClassifier(k=5, loss=loss_name, hidden_layer_sizes=(HIDDEN,),
+                                   batch_size=BATCH, learning_rate=LR, weight_decay=WD,
+                                   max_epochs=epochs, early_stopping=False, device=str(device),
+                                   random_state=0)
+    clf.fit(X, y)
+    return [row["dur"] for row in clf.history_]
+
+
 def skorch_default(X, y, n_classes, loss_name, epochs, device):
     from skorch import NeuralNetClassifier
 
@@ -120,6 +132,10 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--classes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--skip-sklearn", action="store_true")
+    parser.add_argument("--sktopk-only", action="store_true",
+                        help="time TopKClassifier alone (no hand loop, skorch, sklearn)")
+    parser.add_argument("--imbalanced", action="store_true",
+                        help="also time ImbalancedTopKClassifier (top-K hinge and LDAM)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -134,26 +150,47 @@ def main(argv=None):
     for n_classes in args.classes:
         X, y = make_data(n_classes)
         for loss_name in ("cross_entropy", "topk_hinge"):
-            runs = {
-                "hand": hand_loop(X, y, n_classes, loss_name, args.epochs + 1, device),
-                "sktopk": sktopk_fit(X, y, loss_name, args.epochs + 1, device),
-                "skorch": skorch_default(X, y, n_classes, loss_name, args.epochs + 1, device),
-            }
-            if loss_name == "cross_entropy" and device.type == "cpu" and not args.skip_sklearn:
+            runs = {"sktopk": sktopk_fit(X, y, loss_name, args.epochs + 1, device)}
+            if not args.sktopk_only:
+                runs["hand"] = hand_loop(X, y, n_classes, loss_name, args.epochs + 1, device)
+                runs["skorch"] = skorch_default(X, y, n_classes, loss_name, args.epochs + 1,
+                                                device)
+            if (loss_name == "cross_entropy" and device.type == "cpu" and not args.skip_sklearn
+                    and not args.sktopk_only):
                 runs["sklearn"] = sklearn_mlp(X, y, args.epochs)
             med = {name: statistics.median(d[1:] if len(d) > 1 else d)
                    for name, d in runs.items()}
             summary[(n_classes, loss_name)] = med
-            sk = f"{med['sklearn']:.2f}" if "sklearn" in med else "-"
-            print(f"| {n_classes} | {loss_name} | {med['hand']:.2f} | {med['sktopk']:.2f} | "
-                  f"{med['skorch']:.2f} | {sk} | {med['sktopk'] / med['hand']:.2f}x | "
-                  f"{med['skorch'] / med['hand']:.2f}x |", flush=True)
+
+            def cell(name, med=med):
+                return f"{med[name]:.2f}" if name in med else "-"
+
+            def ratio(name, med=med):
+                return f"{med[name] / med['hand']:.2f}x" if name in med and "hand" in med else "-"
+
+            print(f"| {n_classes} | {loss_name} | {cell('hand')} | {cell('sktopk')} | "
+                  f"{cell('skorch')} | {cell('sklearn')} | {ratio('sktopk')} | "
+                  f"{ratio('skorch')} |", flush=True)
+        if args.imbalanced:
+            for loss_name in ("ldam", "topk_hinge"):
+                durations = imbalanced_fit(X, y, loss_name, args.epochs + 1, device)
+                summary[(n_classes, "imbalanced_" + loss_name)] = {
+                    "sktopk": statistics.median(durations[1:])}
+                print(f"| {n_classes} | ImbalancedTopKClassifier {loss_name} | - | "
+                      f"{summary[(n_classes, 'imbalanced_' + loss_name)]['sktopk']:.2f} | - | - "
+                      "| - | - |", flush=True)
     print()
     for n_classes in args.classes:
         ratio = (summary[(n_classes, "topk_hinge")]["sktopk"]
                  / summary[(n_classes, "cross_entropy")]["sktopk"])
         print(f"C={n_classes}: TopKClassifier top-K hinge epoch / its cross-entropy epoch = "
               f"{ratio:.2f}x")
+        if args.imbalanced:
+            imb = summary[(n_classes, "imbalanced_topk_hinge")]["sktopk"]
+            print(f"C={n_classes}: ImbalancedTopKClassifier top-K hinge epoch / its LDAM epoch = "
+                  f"{imb / summary[(n_classes, 'imbalanced_ldam')]['sktopk']:.2f}x, / "
+                  f"TopKClassifier cross-entropy epoch = "
+                  f"{imb / summary[(n_classes, 'cross_entropy')]['sktopk']:.2f}x")
 
 
 if __name__ == "__main__":

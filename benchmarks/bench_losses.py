@@ -1,7 +1,12 @@
 """Forward + backward cost of the top-K losses: sktopk against pytopk, difftopk and cross-entropy.
 
 Each timed call is ``loss(scores, target).backward()`` with ``scores = randn(N, C)``
-requiring grad. Every method is warmed up, then the methods are timed in
+requiring grad (``--regime random``), or with the scores of a network trained for
+a few epochs (``--regime trained``: Gaussian clusters at C = 1000, 10000, 100000
+and the bundled cities data, C = 210), or with cosine scores for the imbalanced
+loss at epsilon = 0.01 (``--regime cosine``). The trained scores are regenerated
+deterministically at each run (seeded data, initialisation and batches), so
+nothing large is stored. Every method is warmed up, then the methods are timed in
 interleaved rounds (so machine noise hits them alike) and the median is reported,
 with ratios taken within the same run. Peak extra memory on CPU is measured in a
 fresh subprocess per case (growth of the resident-set high-water mark over the
@@ -13,6 +18,8 @@ Usage::
     python benchmarks/bench_losses.py --grid full      # N, C, k, B over the whole issue grid
     python benchmarks/bench_losses.py --memory         # also the peak-memory table
     python benchmarks/bench_losses.py --device cuda    # on a GPU
+    python benchmarks/bench_losses.py --regime trained --repeats 7   # scores of trained networks
+    python benchmarks/bench_losses.py --regime cosine --repeats 7    # imbalanced loss, eps=0.01
 
 pytopk and difftopk come from the ``bench`` extra (``pip install -e '.[bench]'``);
 missing ones are skipped with a note.
@@ -28,16 +35,20 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sktopk._modules import MLP
 from sktopk.functional import (
     imbalanced_topk_hinge_loss,
     smooth_topk_svm_loss,
     topk_hinge_loss,
 )
+from sktopk.losses import ImbalancedTopKHingeLoss, TopKHingeLoss
 
 EPSILON = 1.0
+COSINE_EPSILON = 0.01
 # pytopk materialises (N, C, B) noise several times over: past this many
 # elements per call it needs more memory than the benchmark machine has.
 PYTOPK_MAX_ELEMENTS = 3 * 10**8
@@ -62,6 +73,8 @@ def make_methods(n, c, k, b, device):
     methods = {
         "cross_entropy": lambda s, y: F.cross_entropy(s, y),
         "sktopk": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen),
+        "sktopk_dense": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
+                                                     sampler="dense"),
         "sktopk_shared": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
                                                       noise="shared"),
         "sktopk_imbal": lambda s, y: imbalanced_topk_hinge_loss(
@@ -80,6 +93,74 @@ def make_methods(n, c, k, b, device):
         svm = difftopk.SmoothTopKLoss(c, k, tau=1, device=device)
         methods["difftopk_svm"] = lambda s, y: svm(s, y)
     return methods
+
+
+# Trained-score regimes: a brief, seeded training run on which the losses are then timed.
+TRAIN_FEATURES, TRAIN_HIDDEN, TRAIN_BATCH, TRAIN_EPOCHS = 64, 256, 256, 3
+
+
+def _cluster_data(n_classes, n_samples, seed, long_tail=False):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_classes, TRAIN_FEATURES)).astype(np.float32)
+    if long_tail:  # class frequencies falling as 1 / rank: a long-tailed problem
+        p = 1.0 / np.arange(1, n_classes + 1)
+        y = rng.choice(n_classes, size=n_samples, p=p / p.sum())
+    else:
+        y = rng.integers(0, n_classes, n_samples)
+    X = centers[y] + 1.0 * rng.normal(size=(n_samples, TRAIN_FEATURES)).astype(np.float32)
+    return torch.as_tensor(X), torch.as_tensor(y)
+
+
+def _cities_data(seed):
+    from sktopk.datasets import load_cities, make_text_vectorizer
+
+    bunch = load_cities()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(bunch.target))
+    X = make_text_vectorizer(n_components=TRAIN_FEATURES, random_state=seed).fit_transform(
+        [bunch.data[i] for i in order])
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(bunch.target)[order])
+    return X, y
+
+
+def trained_scores(source, n_classes, n_rows, seed=0, cosine=False, epochs=TRAIN_EPOCHS):
+    """Decision function on ``n_rows`` held-out rows of a network trained for a few epochs.
+
+    ``source`` is "clusters" (Gaussian clusters, ``n_classes`` of them) or "cities"
+    (the bundled cities data). Balanced scores come from an MLP trained with the
+    top-K hinge (k=5, epsilon=1, B=10); cosine scores from an MLP with a cosine
+    head trained with the imbalanced loss (epsilon=0.01) on long-tailed clusters.
+    Returns (scores, targets, class_counts).
+    """
+    torch.manual_seed(seed)  # nothing below uses it; guards against hidden global draws
+    if source == "cities":
+        X, y = _cities_data(seed)
+        n_classes = int(y.max()) + 1
+    else:
+        # About 32 samples a class, capped so that C = 100000 trains in minutes.
+        n_train = min(32 * n_classes, 32768 if n_classes <= 10000 else 8192)
+        X, y = _cluster_data(n_classes, n_train + n_rows, seed, long_tail=cosine)
+    X_train, y_train = X[:-n_rows], y[:-n_rows]
+    counts = torch.bincount(y_train, minlength=n_classes)
+    gen = torch.Generator().manual_seed(seed)
+    net = MLP(X.shape[1], n_classes, (TRAIN_HIDDEN,), cosine_head=cosine, generator=gen)
+    if cosine:
+        loss = ImbalancedTopKHingeLoss(counts.tolist(), k=5, epsilon=0.01, n_perturbations=5,
+                                       generator=gen)
+    else:
+        loss = TopKHingeLoss(k=5, epsilon=1.0, n_perturbations=10, generator=gen)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(epochs):
+        order = torch.randperm(len(X_train), generator=gen)
+        for i in range(0, len(X_train), TRAIN_BATCH):
+            index = order[i:i + TRAIN_BATCH]
+            optimizer.zero_grad()
+            loss(net(X_train[index]), y_train[index]).backward()
+            optimizer.step()
+    with torch.no_grad():
+        scores = net(X[-n_rows:])
+    return scores, y[-n_rows:], counts
 
 
 def _sync(device):
@@ -152,22 +233,178 @@ def grid(name):
     if name == "full":
         return list(itertools.product((128, 1024), (10, 100, 1000, 10000, 100000), (1, 5, 20),
                                       (5, 10)))
+    if name == "sparse":  # the sparse sampler's acceptance on random scores
+        return [(1024, 1000, 5, 10), (1024, 10000, 5, 10)]
     if name == "quick":
         return [(128, 100, 5, 5), (128, 1000, 5, 10)]
     raise ValueError(name)
 
 
+def regime_methods(regime, k, b, counts):
+    """name -> loss callable for the trained / cosine regimes (sampler "auto" vs "dense")."""
+    gen = torch.Generator().manual_seed(0)
+    if regime == "trained":
+        methods = {
+            "cross_entropy": lambda s, y: F.cross_entropy(s, y),
+            "sktopk": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen),
+            "sktopk_dense": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
+                                                         sampler="dense"),
+        }
+        if pytopk is not None:
+            bal = pytopk.BalNoisedTopK(k=k, epsilon=EPSILON, n_sample=b)
+            methods["pytopk"] = lambda s, y: bal(s, y)
+        return methods
+    methods = {
+        "cross_entropy": lambda s, y: F.cross_entropy(s, y),
+        "sktopk_imbal": lambda s, y: imbalanced_topk_hinge_loss(
+            s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen),
+        "sktopk_imbal_dense": lambda s, y: imbalanced_topk_hinge_loss(
+            s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen,
+            sampler="dense"),
+    }
+    if pytopk is not None:
+        imbal = pytopk.ImbalNoisedTopK(k=k, epsilon=COSINE_EPSILON, max_m=0.2,
+                                       cls_num_list=counts, scale=60, n_sample=b)
+        methods["pytopk_imbal"] = lambda s, y: imbal(s, y)
+    return methods
+
+
+def time_methods(scores, target, methods, repeats):
+    """Median milliseconds of ``fn(scores, target).backward()``, methods interleaved."""
+    scores = scores.detach().clone().requires_grad_(True)
+
+    def run(fn):
+        scores.grad = None
+        start = time.perf_counter()
+        fn(scores, target).backward()
+        return time.perf_counter() - start
+
+    times = {name: [] for name in methods}
+    for fn in methods.values():
+        run(fn)
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            times[name].append(run(fn))
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def peak_memory_of_saved(path, method, regime, k, b):
+    """Peak extra resident memory (bytes) of one call on saved scores, in a fresh process."""
+    code = f"""
+import torch, json, sys
+sys.path.insert(0, {repr(sys.path[0])})
+torch.set_num_threads(1)
+from bench_losses import regime_methods
+scores, target, counts = torch.load({path!r})
+fn = regime_methods({regime!r}, {k}, {b}, counts.tolist())[{method!r}]
+scores.requires_grad_(True)
+small = scores[:8].detach().clone().requires_grad_(True)
+fn(small, target[:8]).backward()
+def high_water_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = high_water_kib()
+fn(scores, target).backward()
+print(json.dumps((high_water_kib() - before) * 1024))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=1200)
+    if out.returncode != 0:
+        return None
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def cached_trained_scores(cache, source, c, n, cosine):
+    """:func:`trained_scores`, saved under ``cache`` (a directory) when one is given."""
+    if cache is None:
+        return trained_scores(source, c, n, cosine=cosine)
+    import os
+
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"scores_{source}_{c}_{'cosine' if cosine else 'linear'}_{n}.pt")
+    if os.path.exists(path):
+        return torch.load(path)
+    result = trained_scores(source, c, n, cosine=cosine)
+    torch.save(result, path)
+    return result
+
+
+def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
+    """Time the losses on trained-network or cosine scores; print one table."""
+    from sktopk._sparse_perturbed import candidate_pool, choose_sampler, pool_size_for
+
+    eps = EPSILON if regime == "trained" else COSINE_EPSILON
+    cases = ([("cities", None)] if regime == "trained" else []) + [
+        ("clusters", c) for c in classes]
+    names = (["cross_entropy", "sktopk", "sktopk_dense", "pytopk"] if regime == "trained"
+             else ["cross_entropy", "sktopk_imbal", "sktopk_imbal_dense", "pytopk_imbal"])
+    main_name, dense_name, ref_name = names[1], names[2], names[3]
+    print(f"\n## regime {regime}: N={n}, k={k}, B={b}, epsilon={eps}\n")
+    print("| scores | C | auto path | train s | " + " | ".join(names)
+          + f" | {main_name} / cross_entropy | {dense_name} / {main_name} "
+          f"| {ref_name} / {main_name} |")
+    print("|" + "---|" * (4 + len(names) + 3))
+    for source, c in cases:
+        start = time.perf_counter()
+        scores, target, counts = cached_trained_scores(cache, source, c, n, regime == "cosine")
+        train_s = time.perf_counter() - start
+        c = scores.shape[1]
+        top = candidate_pool(scores, pool_size_for(k + 1, c))
+        path, m = choose_sampler(top[0], k + 1, eps, b, c)
+        methods = regime_methods(regime, k, b, counts.tolist())
+        if n * c * b > PYTOPK_MAX_ELEMENTS:
+            methods.pop(ref_name, None)
+        ms = time_methods(scores, target, methods, repeats)
+
+        def cell(name, ms=ms):
+            return f"{ms[name]:.2f}" if name in ms else "-"
+
+        def ratio(a, bb, ms=ms):
+            return f"{ms[a] / ms[bb]:.1f}x" if a in ms and bb in ms else "-"
+
+        label = f"sparse, m={m}" if path == "sparse" else "dense"
+        print(f"| {source} | {c} | {label} | {train_s:.0f} | "
+              + " | ".join(cell(name) for name in names)
+              + f" | {ratio(main_name, 'cross_entropy')} | {ratio(dense_name, main_name)} | "
+              f"{ratio(ref_name, main_name)} |", flush=True)
+        if memory and c == max(classes):
+            path = f"/tmp/sktopk_bench_scores_{regime}_{c}.pt"
+            torch.save((scores, target, counts), path)
+            score_bytes = scores.numel() * scores.element_size()
+            for name in names[:3]:
+                peak = peak_memory_of_saved(path, name, regime, k, b)
+                text = "failed" if peak is None else (
+                    f"{peak / 2**20:.0f} MiB, {peak / score_bytes:.2f}x the scores")
+                print(f"    peak extra memory, {source} C={c}, {name}: {text}", flush=True)
+            subprocess.run(["rm", "-f", path])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--grid", default="acceptance", choices=["acceptance", "full", "quick"])
+    parser.add_argument("--grid", default="acceptance",
+                        choices=["acceptance", "full", "quick", "sparse"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak extra memory at N=1024, C=100000, B=10 (CPU)")
+    parser.add_argument("--regime", default="random", choices=["random", "trained", "cosine"])
+    parser.add_argument("--classes", type=int, nargs="+", default=None,
+                        help="cluster counts of the trained/cosine regimes")
+    parser.add_argument("--cache", default=None,
+                        help="directory to keep the trained scores in between runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.regime != "random":
+        print(f"# bench_losses: {platform.processor() or platform.machine()}, torch "
+              f"{torch.__version__}, {args.threads} thread(s), CPU, median of {args.repeats} "
+              f"interleaved rounds; pytopk: {'yes' if pytopk else 'missing'}")
+        classes = args.classes or ((1000, 10000, 100000) if args.regime == "trained"
+                                   else (1000, 10000))
+        run_regime(args.regime, classes, args.repeats, args.memory, cache=args.cache)
+        return
     print(f"# bench_losses: {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, {args.threads} thread(s), device {args.device}, "
           f"epsilon={EPSILON}, median of {args.repeats} interleaved rounds")
@@ -175,7 +412,7 @@ def main(argv=None):
         print(f"# GPU: {torch.cuda.get_device_name()}")
     print(f"# pytopk: {'yes' if pytopk else 'missing'}, difftopk: "
           f"{'yes' if difftopk else 'missing'}")
-    columns = ["cross_entropy", "sktopk", "sktopk_shared", "sktopk_imbal", "pytopk",
+    columns = ["cross_entropy", "sktopk", "sktopk_dense", "sktopk_shared", "sktopk_imbal", "pytopk",
                "pytopk_imbal", "sktopk_svm", "difftopk_svm", "randn_floor"]
     print("\n| N | C | k | B | " + " | ".join(columns)
           + " | pytopk / sktopk | difftopk_svm / sktopk | difftopk_svm / sktopk_svm "

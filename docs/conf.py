@@ -81,11 +81,7 @@ numpydoc_xref_param_type = False
 # cannot tell apart).
 numpydoc_validation_checks = {"all", "GL01", "GL02", "ES01", "SA01", "SS05", "RT02", "EX01"}
 # Objects whose docstrings still fail, listed in tests/test_docstrings.py's PENDING.
-_NUMPYDOC_PENDING = {
-    "sktopk.losses.TopKHingeLoss", "sktopk.losses.TopKHingeLoss.forward",
-    "sktopk.losses.ImbalancedTopKHingeLoss", "sktopk.losses.ImbalancedTopKHingeLoss.forward",
-    "sktopk.functional.imbalanced_topk_hinge_loss", "sktopk.losses.PerturbedTopK.forward",
-}
+_NUMPYDOC_PENDING = set()
 numpydoc_validation_exclude = {rf"^{re.escape(name)}$" for name in _NUMPYDOC_PENDING}
 numpydoc_attributes_as_param_list = True
 
@@ -144,7 +140,8 @@ API_MODULES = ("sktopk", "sktopk.losses", "sktopk.functional", "sktopk.metrics",
 #: Public modules that may not exist yet in a checkout: module -> section title.
 #: Each gets a section at the end of api.rst, with its module docstring and a
 #: table of its ``__all__``, once it is importable.
-OPTIONAL_API_MODULES = {"sktopk.parallel": "Dask clusters: ``sktopk.parallel``"}
+OPTIONAL_API_MODULES = {"sktopk.parallel": "Dask clusters: ``sktopk.parallel``",
+                        "sktopk.backends": "Operator backends: ``sktopk.backends``"}
 GENERATED = DOCS / "generated"
 
 # Methods that sklearn adds to every estimator for metadata routing: documented

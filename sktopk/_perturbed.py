@@ -11,11 +11,17 @@ is overwritten in place, and only the winning indices, (N, B) integers, are kept
 for the backward pass. So the extra memory is one score-sized buffer whatever B
 is, and on CPU the cost is B times (one Gaussian fill + one ``topk``), of which
 the Gaussian fill is the larger part.
+
+That is the dense path. The sparse path (:mod:`sktopk._sparse_perturbed`) draws
+the same distribution from the highest scores of each row plus the few other
+columns that rise above them; ``sampler="auto"`` picks the cheaper per call.
 """
 
 import torch
 from torch import nn
 
+from . import _triton_dispatch
+from ._sparse_perturbed import check_sampler, sample_sparse_or_none
 from ._validation import check_finite, check_non_negative_float, check_positive_int
 
 NOISE_MODES = ("independent", "shared")
@@ -78,37 +84,69 @@ def kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator=None,
     return values.to(x.dtype), indices
 
 
-def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise):
-    """Dispatch to the fused Triton kernel on CUDA when it can run, else to torch."""
-    if x.is_cuda and epsilon > 0.0:
-        from . import _triton_dispatch
-
-        kernel = _triton_dispatch.get_kernel(x, k, noise)
-        if kernel is not None:
-            return kernel(x, k, epsilon, n_perturbations, generator, noise)
+def _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise):
+    """The dense estimator: the fused Triton kernel when it can run, else torch."""
+    # CPU tensors never go to the kernel here (only tests run it on CPU, interpreted).
+    kernel = x.is_cuda and _triton_dispatch.get_kernel(x, k, epsilon, n_perturbations, noise)
+    if kernel:
+        return kernel(x, k, epsilon, n_perturbations, generator, noise)
     return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
 
 
+def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise, sampler="auto"):
+    """Dispatch one call to the sparse or the dense sampler (see ``sampler``).
+
+    A backend forced by :func:`sktopk.backends.use_backend` overrides ``sampler``.
+    """
+    if epsilon == 0.0:
+        return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
+    backend = _triton_dispatch.current_backend()
+    if backend == "triton":
+        kernel = _triton_dispatch.require_kernel(x, k, epsilon, n_perturbations, noise)
+        return kernel(x, k, epsilon, n_perturbations, generator, noise)
+    if backend in ("dense", "torch"):
+        sampler = "dense"
+    elif backend == "sparse":
+        sampler = check_sampler("sparse", noise)
+    if noise == "independent" and sampler != "dense":
+        result = sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler)
+        if result is not None:
+            return result
+    return _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise)
+
+
 class _PerturbedKthLargest(torch.autograd.Function):
-    """Autograd wrapper: keeps the (N, B) winning indices, not the noise."""
+    """Autograd wrapper: keeps the (N, B) winning indices, not the noise.
+
+    With ``target`` (N,) int64, returns ``T_k(x) - x[i, target[i]]`` instead, and
+    the backward writes both terms into ONE (N, C) gradient: the hinge losses
+    use this to save the score-sized passes of a separate gather.
+    """
 
     @staticmethod
-    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise):
+    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise, sampler, target=None):
         values, indices = _kth_largest_perturbed(
-            x.detach(), k, epsilon, n_perturbations, generator, noise
+            x.detach(), k, epsilon, n_perturbations, generator, noise, sampler
         )
-        ctx.save_for_backward(indices)
         ctx.n_columns = x.shape[1]
-        return values
+        ctx.has_target = target is not None
+        if target is None:
+            ctx.save_for_backward(indices)
+            return values
+        ctx.save_for_backward(indices, target)
+        return values - x.detach().gather(1, target.unsqueeze(1)).squeeze(1)
 
     @staticmethod
     def backward(ctx, grad_values):
-        (indices,) = ctx.saved_tensors
+        indices = ctx.saved_tensors[0]
         n_draws = indices.shape[1]
         share = (grad_values / n_draws).unsqueeze(1).expand(-1, n_draws)
         grad_x = grad_values.new_zeros((indices.shape[0], ctx.n_columns))
         grad_x.scatter_add_(1, indices, share.to(grad_x.dtype))
-        return grad_x, None, None, None, None, None
+        if ctx.has_target:
+            target = ctx.saved_tensors[1]
+            grad_x.scatter_add_(1, target.unsqueeze(1), -grad_values.unsqueeze(1).to(grad_x.dtype))
+        return grad_x, None, None, None, None, None, None, None
 
 
 def check_noise(noise):
@@ -118,7 +156,8 @@ def check_noise(noise):
     return noise
 
 
-def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_name="k"):
+def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_name="k",
+                              sampler="auto"):
     """Validate the smoothing parameters against the length ``size`` of the dimension."""
     k = check_positive_int(k, k_name)
     if k > size:
@@ -126,6 +165,7 @@ def check_perturbation_params(k, epsilon, n_perturbations, noise, size, *, k_nam
     epsilon = check_non_negative_float(epsilon, "epsilon")
     n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
     check_noise(noise)
+    check_sampler(sampler, noise)
     return k, epsilon, n_perturbations
 
 
@@ -145,7 +185,7 @@ def check_generator(generator, x):
 
 
 def perturbed_topk(x, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None,
-                   noise="independent"):
+                   noise="independent", sampler="auto"):
     """Smoothed k-th largest value ``E_Z[(x + epsilon * Z)_[k]]`` along ``dim``.
 
     A Monte-Carlo estimate over ``n_perturbations`` Gaussian draws, fresh at each
@@ -176,6 +216,16 @@ def perturbed_topk(x, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None
         call: every slice gets the same expected value and gradient as with
         independent noise, the slices are just correlated, and the Gaussian
         generation, the main CPU cost, shrinks by the number of slices.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        How the draws are taken; all three give the same distribution of the
+        value and the gradient. "dense" perturbs every entry (N*C*B Gaussian
+        draws). "sparse" perturbs only the highest entries of each slice and
+        draws exactly which of the others rise above them (see
+        :func:`sktopk._sparse_perturbed.kth_largest_perturbed_sparse`): far
+        cheaper when a few entries stand out, as with the scores of a trained
+        network. "auto" estimates both costs from ``x`` at each call and takes
+        the cheaper. "sparse" needs ``noise="independent"``; with shared noise
+        "auto" takes the dense path.
 
     Returns
     -------
@@ -216,14 +266,15 @@ def perturbed_topk(x, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"dim={dim} is out of range for a tensor with {x.ndim} dimensions.")
     k, epsilon, n_perturbations = check_perturbation_params(
-        k, epsilon, n_perturbations, noise, x.shape[dim]
+        k, epsilon, n_perturbations, noise, x.shape[dim], sampler=sampler
     )
     check_generator(generator, x)
     check_finite(x, "x")
     moved = x.movedim(dim, -1)
     lead_shape = moved.shape[:-1]
     flat = moved.reshape(-1, moved.shape[-1])
-    values = _PerturbedKthLargest.apply(flat, k, epsilon, n_perturbations, generator, noise)
+    values = _PerturbedKthLargest.apply(flat, k, epsilon, n_perturbations, generator, noise,
+                                        sampler)
     return values.reshape(lead_shape)
 
 
@@ -244,6 +295,8 @@ class PerturbedTopK(nn.Module):
         Source of the noise; see :func:`perturbed_topk`.
     noise : {"independent", "shared"}, default="independent"
         See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        See :func:`perturbed_topk`.
 
     Examples
     --------
@@ -255,20 +308,33 @@ class PerturbedTopK(nn.Module):
     """
 
     def __init__(self, k, epsilon=1.0, n_perturbations=10, dim=-1, generator=None,
-                 noise="independent"):
+                 noise="independent", sampler="auto"):
         super().__init__()
         self.k = check_positive_int(k, "k")
         self.epsilon = check_non_negative_float(epsilon, "epsilon")
         self.n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
         check_noise(noise)
+        self.sampler = check_sampler(sampler, noise)
         self.dim = dim
         self.generator = generator
         self.noise = noise
 
     def forward(self, x):
+        """The smoothed k-th largest value of ``x`` along ``dim``.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Floating-point scores.
+
+        Returns
+        -------
+        torch.Tensor
+            ``x``'s shape without ``dim``.
+        """
         return perturbed_topk(x, self.k, self.epsilon, self.n_perturbations, self.dim,
-                              self.generator, self.noise)
+                              self.generator, self.noise, self.sampler)
 
     def extra_repr(self):
         return (f"k={self.k}, epsilon={self.epsilon}, n_perturbations={self.n_perturbations}, "
-                f"dim={self.dim}, noise={self.noise!r}")
+                f"dim={self.dim}, noise={self.noise!r}, sampler={self.sampler!r}")

@@ -14,6 +14,7 @@ from ._perturbed import (
     check_generator,
     check_noise,
     check_perturbation_params,
+    check_sampler,
 )
 from ._validation import (
     check_loss_inputs,
@@ -35,19 +36,19 @@ def _check_k(k, n_classes):
     return k
 
 
-def _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise):
+def _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise, sampler):
     """``T_{k+1}(s) - s_y`` for each sample, differentiable in ``scores``."""
     check_generator(generator, scores)
     # scores were validated by the caller: skip perturbed_topk's own data checks.
     _, epsilon, n_perturbations = check_perturbation_params(
-        k + 1, epsilon, n_perturbations, noise, scores.shape[1])
-    kth = _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise)
-    true_scores = scores.gather(1, target.unsqueeze(1)).squeeze(1)
-    return kth - true_scores
+        k + 1, epsilon, n_perturbations, noise, scores.shape[1], sampler=sampler)
+    # One autograd node for both terms: a single (N, C) gradient in the backward.
+    return _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise,
+                                      sampler, target)
 
 
 def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight=None,
-                    reduction="mean", generator=None, noise="independent"):
+                    reduction="mean", generator=None, noise="independent", sampler="auto"):
     """Balanced smoothed top-K hinge loss ``relu(1 + T_{K+1}(s) - s_y)``.
 
     Parameters
@@ -69,6 +70,10 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
         Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
         See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        Dense or exact sparse sampling of the perturbed (K+1)-th largest score
+        (same distribution); "auto" picks the cheaper per call. See
+        :func:`perturbed_topk`.
 
     Returns
     -------
@@ -92,12 +97,13 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
     check_reduction(reduction)
     target, weight = check_loss_inputs(scores, target, weight)
     k = _check_k(k, scores.shape[1])
-    margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise)
+    margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise,
+                           sampler)
     return reduce_loss(torch.relu(1.0 + margin), reduction, weight)
 
 
 def _imbalanced_from_margins(scores, target, margins, k, scale, epsilon, n_perturbations,
-                             weight, reduction, generator, noise):
+                             weight, reduction, generator, noise, sampler):
     check_reduction(reduction)
     target, weight = check_loss_inputs(scores, target, weight)
     k = _check_k(k, scores.shape[1])
@@ -106,14 +112,15 @@ def _imbalanced_from_margins(scores, target, margins, k, scale, epsilon, n_pertu
             f"class_counts has {margins.shape[0]} entries but scores have "
             f"{scores.shape[1]} columns: give one count per class."
         )
-    margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise)
+    margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise,
+                           sampler)
     class_margin = margins.to(device=scores.device, dtype=scores.dtype)[target]
     return reduce_loss(torch.relu(scale * (class_margin + margin)), reduction, weight)
 
 
 def imbalanced_topk_hinge_loss(scores, target, class_counts, k=5, max_margin=0.2, scale=60.0,
                                epsilon=0.01, n_perturbations=5, weight=None, reduction="mean",
-                               generator=None, noise="independent"):
+                               generator=None, noise="independent", sampler="auto"):
     """Imbalanced smoothed top-K hinge loss ``relu(scale * (m_y + T_{K+1}(s) - s_y))``.
 
     Meant for cosine-similarity scores from a normalised last layer (values in
@@ -131,18 +138,30 @@ def imbalanced_topk_hinge_loss(scores, target, class_counts, k=5, max_margin=0.2
         ``n_c ** (-1/4)``, the rarest class getting ``max_margin``. Zero counts
         are treated as 1.
     k : int, default=5
+        The K of top-K accuracy; ``1 <= k < C``.
     max_margin : float, default=0.2
+        Margin of the rarest class.
     scale : float, default=60.0
+        Multiplier of the cosine scores (an inverse temperature).
     epsilon : float, default=0.01
+        Noise scale of the smoothing, in cosine units; 0 gives the exact hinge.
     n_perturbations : int, default=5
+        Monte-Carlo draws B.
     weight : torch.Tensor of shape (N,), optional
+        Non-negative per-sample weights (a weighted mean under ``reduction="mean"``).
     reduction : {"mean", "sum", "none"}, default="mean"
+        How the per-sample losses are combined.
     generator : torch.Generator, optional
+        Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
+        See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        See :func:`topk_hinge_loss`.
 
     Returns
     -------
     torch.Tensor
+        A scalar, or shape (N,) with ``reduction="none"``.
 
     See Also
     --------
@@ -162,17 +181,19 @@ def imbalanced_topk_hinge_loss(scores, target, class_counts, k=5, max_margin=0.2
     margins = class_margins(class_counts, max_margin)
     scale = check_positive_float(scale, "scale")
     return _imbalanced_from_margins(scores, target, margins, k, scale, epsilon,
-                                    n_perturbations, weight, reduction, generator, noise)
+                                    n_perturbations, weight, reduction, generator, noise,
+                                    sampler)
 
 
 class _SmoothedTopKLossBase(nn.Module):
-    def __init__(self, k, epsilon, n_perturbations, reduction, generator, noise):
+    def __init__(self, k, epsilon, n_perturbations, reduction, generator, noise, sampler):
         super().__init__()
         self.k = check_positive_int(k, "k")
         self.epsilon = check_non_negative_float(epsilon, "epsilon")
         self.n_perturbations = check_positive_int(n_perturbations, "n_perturbations")
         self.reduction = check_reduction(reduction)
         self.noise = check_noise(noise)
+        self.sampler = check_sampler(sampler, noise)
         self.generator = generator
 
 
@@ -185,11 +206,19 @@ class TopKHingeLoss(_SmoothedTopKLossBase):
     Parameters
     ----------
     k : int, default=5
+        The K of top-K accuracy; ``1 <= k < C``.
     epsilon : float, default=1.0
+        Noise scale of the smoothing; 0 gives the exact top-K calibrated hinge.
     n_perturbations : int, default=10
+        Monte-Carlo draws B.
     reduction : {"mean", "sum", "none"}, default="mean"
+        How the per-sample losses are combined.
     generator : torch.Generator, optional
+        Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
+        See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        See :func:`topk_hinge_loss`.
 
     Examples
     --------
@@ -204,16 +233,33 @@ class TopKHingeLoss(_SmoothedTopKLossBase):
     """
 
     def __init__(self, k=5, epsilon=1.0, n_perturbations=10, reduction="mean", generator=None,
-                 noise="independent"):
-        super().__init__(k, epsilon, n_perturbations, reduction, generator, noise)
+                 noise="independent", sampler="auto"):
+        super().__init__(k, epsilon, n_perturbations, reduction, generator, noise, sampler)
 
     def forward(self, scores, target, weight=None):
+        """The loss of ``scores`` against ``target``.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores.
+        target : torch.Tensor of shape (N,)
+            Integer class indices (any integer dtype).
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return topk_hinge_loss(scores, target, self.k, self.epsilon, self.n_perturbations,
-                               weight, self.reduction, self.generator, self.noise)
+                               weight, self.reduction, self.generator, self.noise,
+                               self.sampler)
 
     def extra_repr(self):
         return (f"k={self.k}, epsilon={self.epsilon}, n_perturbations={self.n_perturbations}, "
-                f"reduction={self.reduction!r}")
+                f"reduction={self.reduction!r}, sampler={self.sampler!r}")
 
 
 class ImbalancedTopKHingeLoss(_SmoothedTopKLossBase):
@@ -225,18 +271,30 @@ class ImbalancedTopKHingeLoss(_SmoothedTopKLossBase):
     Parameters
     ----------
     class_counts : array-like of shape (n_classes,)
+        Training count of each class (zero counts are treated as 1).
     k : int, default=5
+        The K of top-K accuracy; ``1 <= k < n_classes``.
     max_margin : float, default=0.2
+        Margin of the rarest class.
     scale : float, default=60.0
+        Multiplier of the cosine scores (an inverse temperature).
     epsilon : float, default=0.01
+        Noise scale of the smoothing, in cosine units.
     n_perturbations : int, default=5
+        Monte-Carlo draws B.
     reduction : {"mean", "sum", "none"}, default="mean"
+        How the per-sample losses are combined.
     generator : torch.Generator, optional
+        Source of the noise, for reproducible losses.
     noise : {"independent", "shared"}, default="independent"
+        See :func:`perturbed_topk`.
+    sampler : {"auto", "dense", "sparse"}, default="auto"
+        See :func:`topk_hinge_loss`.
 
     Attributes
     ----------
     margins : torch.Tensor of shape (n_classes,)
+        The class margins, float32.
 
     Examples
     --------
@@ -248,18 +306,37 @@ class ImbalancedTopKHingeLoss(_SmoothedTopKLossBase):
     """
 
     def __init__(self, class_counts, k=5, max_margin=0.2, scale=60.0, epsilon=0.01,
-                 n_perturbations=5, reduction="mean", generator=None, noise="independent"):
-        super().__init__(k, epsilon, n_perturbations, reduction, generator, noise)
+                 n_perturbations=5, reduction="mean", generator=None, noise="independent",
+                 sampler="auto"):
+        super().__init__(k, epsilon, n_perturbations, reduction, generator, noise, sampler)
         self.max_margin = check_non_negative_float(max_margin, "max_margin")
         self.scale = check_positive_float(scale, "scale")
         self.register_buffer("margins", class_margins(class_counts, max_margin).float())
 
     def forward(self, scores, target, weight=None):
+        """The loss of ``scores`` against ``target``.
+
+        Parameters
+        ----------
+        scores : torch.Tensor of shape (N, C)
+            Class scores.
+        target : torch.Tensor of shape (N,)
+            Integer class indices (any integer dtype).
+        weight : torch.Tensor of shape (N,), optional
+            Non-negative per-sample weights.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, or shape (N,) with ``reduction="none"``.
+        """
         return _imbalanced_from_margins(scores, target, self.margins, self.k, self.scale,
                                         self.epsilon, self.n_perturbations, weight,
-                                        self.reduction, self.generator, self.noise)
+                                        self.reduction, self.generator, self.noise,
+                                        self.sampler)
 
     def extra_repr(self):
         return (f"n_classes={self.margins.shape[0]}, k={self.k}, max_margin={self.max_margin}, "
                 f"scale={self.scale}, epsilon={self.epsilon}, "
-                f"n_perturbations={self.n_perturbations}, reduction={self.reduction!r}")
+                f"n_perturbations={self.n_perturbations}, reduction={self.reduction!r}, "
+                f"sampler={self.sampler!r}")

@@ -1,28 +1,32 @@
-"""Choose the fused Triton kernel for the perturbed k-th largest value, when it can run.
+"""Backend choice for the perturbed k-th largest value: sampler, kernel, forcing.
 
-The kernel lives in :mod:`sktopk._triton_perturbed`, imported lazily here so that
-sktopk imports and works without Triton (the torch path is then used).
+Three implementations compute the same estimator: the dense torch path
+(``sktopk._perturbed.kth_largest_perturbed_torch``), the fused Triton kernel
+(``sktopk._triton_perturbed``, dense, CUDA) and the exact sparse sampler
+(``sktopk._sparse_perturbed``). Which one runs is decided per call:
 
-Set the environment variable ``SKTOPK_DISABLE_TRITON=1`` (read at import), or
-the module attribute ``ENABLED = False``, to force the torch path, e.g. to
-compare the two.
+- the ``sampler`` parameter ("auto", "dense", "sparse") chooses dense or sparse;
+- a dense call uses the kernel when :func:`sktopk._triton_perturbed.supports`
+  says it can (the one place that knows), else torch;
+- :func:`use_backend` overrides both inside a ``with`` block (tests, benchmarks).
+
+The kernel module is imported lazily, so sktopk imports and works without
+Triton. Set ``SKTOPK_DISABLE_TRITON=1`` (read at import) to keep the kernel off
+everywhere.
 """
 
+import contextlib
+import contextvars
 import os
 
-import torch
+#: Backends :func:`use_backend` accepts.
+BACKENDS = ("auto", "dense", "sparse", "torch", "triton")
 
-#: False forces the torch path everywhere.
+#: False keeps the kernel off everywhere (``SKTOPK_DISABLE_TRITON=1``).
 ENABLED = os.environ.get("SKTOPK_DISABLE_TRITON", "0") in ("", "0")
 
-_SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_SUPPORTED_NOISE = ("independent", "shared")
+_BACKEND = contextvars.ContextVar("sktopk_backend", default="auto")
 _module = None
-
-
-def _interpreting():
-    # Triton's own switch: kernels then run on CPU tensors through numpy.
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def _load_kernel_module():
@@ -38,35 +42,97 @@ def _load_kernel_module():
     return _module or None
 
 
-def get_kernel(x, k, noise):
-    """Return a callable with the signature of ``kth_largest_perturbed_torch``, or None.
+@contextlib.contextmanager
+def use_backend(backend):
+    """Force the backend of every perturbed k-th largest value inside the block.
 
-    None means: use the torch path. The kernel is returned when ``x`` is a 2-D
-    float32/float16/bfloat16 CUDA tensor, Triton imports, ``1 <= k <= 64`` and
-    ``noise`` is "independent" or "shared". CPU tensors get the kernel only under
-    ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests); the dispatcher in
-    :mod:`sktopk._perturbed` never asks for them.
+    Parameters
+    ----------
+    backend : {"auto", "dense", "sparse", "torch", "triton"}
+        "auto" restores the per-call choice (the ``sampler`` parameter, then the
+        kernel when it can run). "dense" and "sparse" override every call's
+        ``sampler``; "torch" is the dense torch path, never the kernel;
+        "triton" is the dense kernel, and a call it cannot take raises
+        ValueError with the reason. ``epsilon=0`` always takes the exact path.
+
+    Yields
+    ------
+    str
+        ``backend``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sktopk.backends import use_backend
+    >>> from sktopk.functional import perturbed_topk
+    >>> x = torch.randn(4, 100, generator=torch.Generator().manual_seed(0))
+    >>> with use_backend("torch"):
+    ...     value = perturbed_topk(x, 2, generator=torch.Generator().manual_seed(0))
+    >>> value.shape
+    torch.Size([4])
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    token = _BACKEND.set(backend)
+    try:
+        yield backend
+    finally:
+        _BACKEND.reset(token)
+
+
+def current_backend():
+    """The backend forced by the innermost :func:`use_backend` block, or "auto".
+
+    Returns
+    -------
+    str
+        One of :data:`BACKENDS`.
+
+    Examples
+    --------
+    >>> from sktopk.backends import current_backend, use_backend
+    >>> with use_backend("dense"):
+    ...     current_backend()
+    'dense'
+    >>> current_backend()
+    'auto'
+    """
+    return _BACKEND.get()
+
+
+def get_kernel(x, k, epsilon, n_perturbations, noise):
+    """The kernel (signature of ``kth_largest_perturbed_torch``) if it should run, else None.
+
+    None means: use the torch path. The kernel is returned when it is enabled,
+    Triton imports, and :func:`sktopk._triton_perturbed.supports` accepts the
+    call; the "torch" backend turns it off.
 
     Parameters
     ----------
     x : torch.Tensor of shape (N, C)
-        The scores.
-    k : int
-        Rank of the k-th largest value.
-    noise : str
-        Noise mode.
+    k, epsilon, n_perturbations, noise
+        The call's parameters.
 
     Returns
     -------
     callable or None
     """
-    if not ENABLED or noise not in _SUPPORTED_NOISE:
-        return None
-    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.dtype not in _SUPPORTED_DTYPES:
-        return None
-    if not (x.is_cuda or (x.device.type == "cpu" and _interpreting())):
+    if not ENABLED or current_backend() == "torch":
         return None
     module = _load_kernel_module()
-    if module is None or not 1 <= k <= min(module.MAX_K, x.shape[1]):
+    if module is None or not module.supports(x, k, epsilon, n_perturbations, noise):
         return None
+    return module.kth_largest_perturbed_triton
+
+
+def require_kernel(x, k, epsilon, n_perturbations, noise):
+    """The kernel, or a ValueError saying why it cannot take the call (the "triton" backend)."""
+    module = _load_kernel_module()
+    if module is None:
+        raise ValueError("use_backend('triton') needs Triton installed (pip install triton).")
+    if not ENABLED:
+        raise ValueError("use_backend('triton') with SKTOPK_DISABLE_TRITON set: unset it.")
+    reason = module.unsupported_reason(x, k, epsilon, n_perturbations, noise)
+    if reason is not None:
+        raise ValueError(f"use_backend('triton'): the kernel cannot take this call: {reason}.")
     return module.kth_largest_perturbed_triton

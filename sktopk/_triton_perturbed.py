@@ -73,10 +73,14 @@ Precision
     those of :func:`sktopk._perturbed.kth_largest_perturbed_torch`, ties aside.
 
 The module imports without Triton (``AVAILABLE`` is then False and nothing here
-can run): ``sktopk._triton_dispatch`` decides when to use it.
+can run). What the kernel accepts is decided here, by :func:`supports`; the
+kernel raises on anything else, and ``sktopk._triton_dispatch`` asks
+:func:`supports` before choosing it. This module imports nothing from the rest
+of sktopk.
 """
 
 import contextlib
+import os
 
 import numpy as np
 import torch
@@ -96,6 +100,10 @@ MAX_K = 64
 #: Largest number of draws: all the draws of a row live in one program (and
 #: B * next_pow2(k) <= 16384: the running lists must fit in registers).
 MAX_DRAWS = 1024
+#: Score dtypes the kernel reads.
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Noise modes the kernel generates.
+SUPPORTED_NOISE = ("independent", "shared")
 # Elements of one (lanes x columns) tile: 16 per thread at 4 warps, about 110
 # registers on sm_90 (4096 needed about 200, halving the resident warps).
 _TILE_ELEMENTS = 2048
@@ -405,6 +413,57 @@ def launch_config(n_cols, n_draws, k=8):
     return lanes, block, num_warps
 
 
+def _interpreting():
+    # Triton's own switch: kernels then run on CPU tensors through numpy.
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unsupported_reason(x, k, epsilon, n_perturbations, noise):
+    """Why the kernel cannot take this call, or None when it can.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The scores.
+    k, epsilon, n_perturbations, noise
+        As in :func:`kth_largest_perturbed_triton`.
+
+    Returns
+    -------
+    str or None
+    """
+    if not AVAILABLE:
+        return "Triton is not installed"
+    if not isinstance(x, torch.Tensor) or x.ndim != 2:
+        return "x must be a 2-D tensor"
+    if x.dtype not in SUPPORTED_DTYPES:
+        return f"x has dtype {x.dtype}; the kernel reads float32, float16 and bfloat16"
+    if not (x.is_cuda or (x.device.type == "cpu" and _interpreting())):
+        return f"x is on {x.device}; the kernel runs on CUDA (on CPU only under TRITON_INTERPRET=1)"
+    if noise not in SUPPORTED_NOISE:
+        return f"noise={noise!r} is not one of {SUPPORTED_NOISE}"
+    if not epsilon > 0.0:
+        return "epsilon must be > 0 (epsilon = 0 draws no noise)"
+    if not 1 <= k <= min(MAX_K, x.shape[1]):
+        return f"k={k} must lie in [1, min({MAX_K}, number of columns {x.shape[1]})]"
+    if n_perturbations > MAX_DRAWS or n_perturbations * _next_power_of_2(k) > 16384:
+        return (f"n_perturbations={n_perturbations} with k={k} exceeds the kernel's registers "
+                f"(B <= {MAX_DRAWS} and B * next_pow2(k) <= 16384)")
+    return None
+
+
+def supports(x, k, epsilon, n_perturbations, noise):
+    """True when :func:`kth_largest_perturbed_triton` can take this call.
+
+    The one place that says what the kernel handles: a 2-D float32, float16 or
+    bfloat16 tensor on CUDA (or on CPU under ``TRITON_INTERPRET=1``), Triton
+    installed, ``noise`` in :data:`SUPPORTED_NOISE`, ``epsilon > 0``,
+    ``1 <= k <= min(MAX_K, C)`` and B within the register budget. See
+    :func:`unsupported_reason` for the reason of a refusal.
+    """
+    return unsupported_reason(x, k, epsilon, n_perturbations, noise) is None
+
+
 def _fast_math(device):
     # libdevice's fast_* exist on NVIDIA only; the interpreter runs no libdevice.
     return device.type == "cuda" and torch.version.hip is None
@@ -449,16 +508,18 @@ def kth_largest_perturbed_triton(x, k, epsilon, n_perturbations, generator=None,
         Mean over the draws of the k-th largest perturbed value.
     indices : torch.Tensor of shape (N, B), int64
         Column of the k-th largest perturbed value for each draw.
-    """
-    if not AVAILABLE:
-        raise RuntimeError("Triton is not installed: use kth_largest_perturbed_torch.")
-    n_rows, n_cols = x.shape
-    too_big = n_perturbations > MAX_DRAWS or n_perturbations * _next_power_of_2(k) > 16384
-    if epsilon == 0.0 or too_big or not 1 <= k <= min(MAX_K, n_cols):
-        # Cases the kernel does not cover (or would spill registers on).
-        from ._perturbed import kth_largest_perturbed_torch
 
-        return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
+    Raises
+    ------
+    ValueError
+        When :func:`supports` is False for the call.
+    """
+    reason = unsupported_reason(x, k, epsilon, n_perturbations, noise)
+    if reason is not None:
+        raise ValueError(f"The Triton kernel cannot take this call: {reason}. Use "
+                         "sktopk._perturbed.kth_largest_perturbed_torch (the dispatcher "
+                         "does so by itself).")
+    n_rows, n_cols = x.shape
     values = torch.empty(n_rows, dtype=x.dtype, device=x.device)
     indices = torch.empty((n_rows, n_perturbations), dtype=torch.int64, device=x.device)
     if n_rows == 0:

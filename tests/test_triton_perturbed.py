@@ -6,6 +6,11 @@ defined (``triton.jit`` reads it at decoration), and setting it in this process
 could leak into other tests, so the interpreter checks run in ONE child process
 (this file run as a script with ``--worker``), and each ``_check_*`` function is
 reported as its own pytest test. Sizes stay tiny: the interpreter is slow.
+
+On a machine with a CUDA GPU the same checks run again, compiled, on the GPU
+(``test_kernel_on_cuda``; skipped elsewhere): the child process then gets
+``SKTOPK_TEST_DEVICE=cuda`` and makes CUDA the default device, so the bodies are
+shared.
 """
 
 import json
@@ -20,6 +25,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Device of the checks' tensors and generators in the child process.
+DEVICE = os.environ.get("SKTOPK_TEST_DEVICE", "cpu")
+
+
+def _gen(seed):
+    return torch.Generator(device=DEVICE).manual_seed(seed)
 
 
 # ---------------------------------------------------------------------------
@@ -27,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------------------
 
 def _torch_noise(seed, n_rows, n_cols, n_draws, noise, dtype=torch.float32):
-    """The noise the torch path draws from ``torch.Generator().manual_seed(seed)``."""
-    gen = torch.Generator().manual_seed(seed)
+    """The noise the torch path draws from ``_gen(seed)``."""
+    gen = _gen(seed)
     rows = 1 if noise == "shared" else n_rows
     return torch.stack([torch.randn(rows, n_cols, generator=gen, dtype=dtype)
                         for _ in range(n_draws)])
@@ -40,7 +51,7 @@ def _both_paths(x, k, epsilon, n_draws, noise, seed=0, config=None):
 
     z = _torch_noise(seed, x.shape[0], x.shape[1], n_draws, noise, x.dtype)
     ref = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
-                                      torch.Generator().manual_seed(seed), noise)
+                                      _gen(seed), noise)
     got = kth_largest_perturbed_triton(x, k, epsilon, n_draws, noise=noise, explicit_noise=z,
                                        config=config)
     return ref, got, z
@@ -54,7 +65,7 @@ def _check_explicit_noise_bitwise_equal_to_torch_path():
              (3, 9, 2, 9, (4, 4, 1)), (6, 64, 4, 20, (8, 8, 4)), (1, 64, 1, 2, None),
              (2, 70, 2, 64, (4, 32, 2))]
     for n_rows, n_cols, n_draws, k, config in cases:
-        x = torch.randn(n_rows, n_cols, generator=torch.Generator().manual_seed(n_cols))
+        x = torch.randn(n_rows, n_cols, generator=_gen(n_cols))
         for noise in ("independent", "shared"):
             (ref_v, ref_i), (v, i), _ = _both_paths(x, k, 0.7, n_draws, noise, 11, config)
             assert v.dtype == ref_v.dtype and i.dtype == torch.int64
@@ -90,7 +101,7 @@ def _check_half_precision_rounds_like_the_torch_path():
 
     eps, k, n_draws = 0.7, 5, 3
     for dtype in (torch.float16, torch.bfloat16):
-        x = torch.randn(6, 120, generator=torch.Generator().manual_seed(3)).to(dtype)
+        x = torch.randn(6, 120, generator=_gen(3)).to(dtype)
         for noise in ("independent", "shared"):
             z = _torch_noise(5, 6, 120, n_draws, noise, dtype)
             v, i = kth_largest_perturbed_triton(x, k, eps, n_draws, noise=noise,
@@ -102,7 +113,7 @@ def _check_half_precision_rounds_like_the_torch_path():
             assert torch.equal(perturbed.gather(2, i.t().unsqueeze(2)).squeeze(2), kth)
             assert torch.equal(v, (kth.sum(0) / n_draws).to(dtype)), (dtype, noise)
             ref_v, ref_i = kth_largest_perturbed_torch(x, k, eps, n_draws,
-                                                       torch.Generator().manual_seed(5), noise)
+                                                       _gen(5), noise)
             torch.testing.assert_close(v.float(), ref_v.float(), rtol=0.02, atol=0)
             assert (i == ref_i).float().mean() > 0.7
 
@@ -111,7 +122,7 @@ def _check_strided_input_and_empty_batch():
     from sktopk._triton_perturbed import kth_largest_perturbed_triton
 
     seed = torch.tensor([7])
-    base = torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    base = torch.randn(40, 6, generator=_gen(1))
     strided = base.t()  # (6, 40) with column stride 6
     a = kth_largest_perturbed_triton(strided, 3, 1.0, 4, seed=seed)
     b = kth_largest_perturbed_triton(strided.contiguous(), 3, 1.0, 4, seed=seed)
@@ -123,7 +134,7 @@ def _check_strided_input_and_empty_batch():
 def _check_results_independent_of_launch_config_and_batch():
     from sktopk._triton_perturbed import kth_largest_perturbed_triton, launch_config
 
-    x = torch.randn(7, 42, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(7, 42, generator=_gen(2))
     seed = torch.tensor([123456789])
     for noise in ("independent", "shared"):
         runs = [kth_largest_perturbed_triton(x, 4, 0.9, 3, noise=noise, seed=seed, config=c)
@@ -140,7 +151,7 @@ def _check_in_kernel_noise_is_the_dumped_noise():
     # noise the main kernel really uses.
     from sktopk._triton_perturbed import generated_noise, kth_largest_perturbed_triton
 
-    x = torch.randn(5, 45, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(5, 45, generator=_gen(4))
     seed = torch.tensor([2**40 + 17])
     for noise in ("independent", "shared"):
         a = kth_largest_perturbed_triton(x, 3, 0.8, 4, noise=noise, seed=seed)
@@ -197,11 +208,11 @@ def _check_seeds_reproduce_and_differ():
     shared = generated_noise(torch.tensor([5]), 3, 50, 2, "shared")
     assert shared.shape == (2, 1, 50) and (shared != a[:, :1]).float().mean() > 0.99
     # Through a torch generator: re-seeding reproduces, successive calls differ.
-    x = torch.randn(4, 60, generator=torch.Generator().manual_seed(8))
-    first = kth_largest_perturbed_triton(x, 2, 1.0, 3, torch.Generator().manual_seed(1))
-    again = kth_largest_perturbed_triton(x, 2, 1.0, 3, torch.Generator().manual_seed(1))
+    x = torch.randn(4, 60, generator=_gen(8))
+    first = kth_largest_perturbed_triton(x, 2, 1.0, 3, _gen(1))
+    again = kth_largest_perturbed_triton(x, 2, 1.0, 3, _gen(1))
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    gen = torch.Generator().manual_seed(1)
+    gen = _gen(1)
     kth_largest_perturbed_triton(x, 2, 1.0, 3, gen)
     second = kth_largest_perturbed_triton(x, 2, 1.0, 3, gen)
     assert not torch.equal(second[0], first[0])
@@ -219,7 +230,7 @@ def _check_agrees_in_expectation_with_torch_path():
         v, i = kth_largest_perturbed_triton(x, k, eps, draws, noise=noise,
                                             seed=torch.tensor([31]), config=(512, 32, 4))
         ref_v, ref_i = kth_largest_perturbed_torch(x, k, eps, 8000,
-                                                   torch.Generator().manual_seed(0), noise)
+                                                   _gen(0), noise)
         # sd of the mean over 512 draws is < 0.5 / sqrt(512) ~ 0.022
         torch.testing.assert_close(v, ref_v, atol=0.08, rtol=0)
         freq = torch.zeros(3, 24).scatter_add_(1, i, torch.ones_like(i, dtype=torch.float32))
@@ -229,56 +240,73 @@ def _check_agrees_in_expectation_with_torch_path():
         assert (tv < 0.12).all(), tv
 
 
-def _check_get_kernel_under_interpreter_and_fallbacks():
+def _check_get_kernel_under_interpreter_and_refusals():
     from sktopk import _triton_dispatch
     from sktopk._perturbed import kth_largest_perturbed_torch
-    from sktopk._triton_perturbed import MAX_DRAWS, kth_largest_perturbed_triton
+    from sktopk._triton_perturbed import MAX_DRAWS, kth_largest_perturbed_triton, supports
+    from sktopk.backends import use_backend
 
     x = torch.randn(3, 70)
-    assert _triton_dispatch.get_kernel(x, 5, "independent") is kth_largest_perturbed_triton
-    assert _triton_dispatch.get_kernel(x, 5, "shared") is kth_largest_perturbed_triton
-    assert _triton_dispatch.get_kernel(x.half(), 64, "shared") is not None
-    assert _triton_dispatch.get_kernel(x.double(), 5, "independent") is None
-    assert _triton_dispatch.get_kernel(x, 65, "independent") is None
-    assert _triton_dispatch.get_kernel(x, 5, "antithetic") is None
-    assert _triton_dispatch.get_kernel(x[0], 5, "independent") is None
-    _triton_dispatch.ENABLED = False
-    try:
-        assert _triton_dispatch.get_kernel(x, 5, "independent") is None
-    finally:
-        _triton_dispatch.ENABLED = True
-    # epsilon = 0 and too many draws go to the torch path, with its contract.
-    v, i = kth_largest_perturbed_triton(x, 4, 0.0, 7)
-    ref = kth_largest_perturbed_torch(x, 4, 0.0, 7)
-    assert torch.equal(v, ref[0]) and torch.equal(i, ref[1]) and i.shape == (3, 1)
-    v, i = kth_largest_perturbed_triton(x, 2, 1.0, MAX_DRAWS + 1,
-                                        torch.Generator().manual_seed(0))
-    assert i.shape == (3, MAX_DRAWS + 1)
+    kernel = kth_largest_perturbed_triton
+    assert _triton_dispatch.get_kernel(x, 5, 1.0, 10, "independent") is kernel
+    assert _triton_dispatch.get_kernel(x, 5, 1.0, 10, "shared") is kernel
+    assert _triton_dispatch.get_kernel(x.half(), 64, 1.0, 10, "shared") is not None
+    assert _triton_dispatch.get_kernel(x.double(), 5, 1.0, 10, "independent") is None
+    assert _triton_dispatch.get_kernel(x, 65, 1.0, 10, "independent") is None
+    assert _triton_dispatch.get_kernel(x, 5, 1.0, 10, "antithetic") is None
+    assert _triton_dispatch.get_kernel(x[0], 5, 1.0, 10, "independent") is None
+    assert _triton_dispatch.get_kernel(x, 5, 0.0, 10, "independent") is None
+    assert _triton_dispatch.get_kernel(x, 5, 1.0, MAX_DRAWS + 1, "independent") is None
+    with use_backend("torch"):
+        assert _triton_dispatch.get_kernel(x, 5, 1.0, 10, "independent") is None
+    assert _triton_dispatch.get_kernel(x, 5, 1.0, 10, "independent") is kernel
+    # The kernel refuses what supports() refuses, saying why.
+    assert not supports(x, 4, 0.0, 7, "independent")
+    for args, reason in [((x, 4, 0.0, 7), "epsilon"), ((x, 2, 1.0, MAX_DRAWS + 1), "registers"),
+                         ((x.double(), 2, 1.0, 5), "dtype"), ((x, 65, 1.0, 5), "k=65")]:
+        try:
+            kernel(*args, _gen(0))
+        except ValueError as error:
+            assert reason in str(error), error
+        else:
+            raise AssertionError(f"the kernel accepted {reason}")
+    # The "triton" backend runs the kernel on what it supports and raises otherwise.
+    from sktopk.functional import perturbed_topk
+
+    with use_backend("triton"):
+        value = perturbed_topk(x, 3, 1.0, 4, generator=_gen(0))
+        try:
+            perturbed_topk(x.double(), 3, 1.0, 4)
+        except ValueError as error:
+            assert "dtype" in str(error)
+        else:
+            raise AssertionError("use_backend('triton') accepted float64 scores")
+    expected = kth_largest_perturbed_triton(x, 3, 1.0, 4, _gen(0))[0]
+    assert torch.equal(value, expected)
+    # epsilon = 0 goes to the exact torch path whatever the backend.
+    with use_backend("triton"):
+        v = perturbed_topk(x, 4, 0.0, 7)
+    assert torch.equal(v, kth_largest_perturbed_torch(x, 4, 0.0, 7)[0])
 
 
 def _check_loss_backward_through_kernel():
     # The autograd glue of sktopk._perturbed with the kernel in place of the
     # torch path (on CUDA the dispatcher does this by itself).
-    from sktopk import _perturbed
-    from sktopk._triton_perturbed import kth_largest_perturbed_triton
+    from sktopk.backends import use_backend
     from sktopk.functional import perturbed_topk, topk_hinge_loss
 
-    original = _perturbed._kth_largest_perturbed
-    _perturbed._kth_largest_perturbed = kth_largest_perturbed_triton
-    try:
-        x = torch.randn(5, 30, generator=torch.Generator().manual_seed(9), requires_grad=True)
-        value = perturbed_topk(x, 3, 1.0, 8, generator=torch.Generator().manual_seed(0))
+    with use_backend("triton"):
+        x = torch.randn(5, 30, generator=_gen(9), requires_grad=True)
+        value = perturbed_topk(x, 3, 1.0, 8, generator=_gen(0))
         value.sum().backward()
         torch.testing.assert_close(x.grad.sum(1), torch.ones(5))
         assert ((x.grad * 8) == (x.grad * 8).round()).all()  # multiples of 1/B
         scores = torch.randn(5, 30, requires_grad=True)
         target = torch.tensor([0, 1, 2, 3, 4])
         loss = topk_hinge_loss(scores, target, k=5, epsilon=0.3, n_perturbations=4,
-                               generator=torch.Generator().manual_seed(0))
+                               generator=_gen(0))
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
-    finally:
-        _perturbed._kth_largest_perturbed = original
 
 
 CHECKS = sorted(name for name in dir(sys.modules[__name__]) if name.startswith("_check_"))
@@ -328,7 +356,7 @@ def test_get_kernel_refuses_cpu_tensors_outside_the_interpreter(monkeypatch):
     from sktopk import _triton_dispatch
 
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert _triton_dispatch.get_kernel(torch.randn(3, 10), 2, "independent") is None
+    assert _triton_dispatch.get_kernel(torch.randn(3, 10), 2, 1.0, 5, "independent") is None
 
 
 def test_sktopk_works_without_triton():
@@ -341,7 +369,7 @@ def test_sktopk_works_without_triton():
         "from sktopk import _triton_dispatch, _triton_perturbed\n"
         "from sktopk.functional import topk_hinge_loss\n"
         "assert not _triton_perturbed.AVAILABLE\n"
-        "assert _triton_dispatch.get_kernel(torch.randn(2, 5), 2, 'independent') is None\n"
+        "assert _triton_dispatch.get_kernel(torch.randn(2, 5), 2, 1.0, 5, 'independent') is None\n"
         "s = torch.randn(4, 6, requires_grad=True)\n"
         "topk_hinge_loss(s, torch.tensor([0, 1, 2, 3]), k=2).backward()\n"
         "print('ok')\n"
@@ -352,6 +380,29 @@ def test_sktopk_works_without_triton():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def cuda_results():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="0", SKTOPK_TEST_DEVICE="cuda",
+               PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(f"CUDA worker failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_kernel_on_cuda(cuda_results, name):
+    result = cuda_results[name]
+    if result != "ok":
+        pytest.fail(result, pytrace=False)
+
+
 if __name__ == "__main__" and "--worker" in sys.argv:
     sys.path.insert(0, str(ROOT))
+    if DEVICE != "cpu":
+        torch.set_default_device(DEVICE)
     _worker()
