@@ -956,6 +956,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             )
         if version == 1:
             state = _upgrade_format_1(type(self), state)
+        # Parameters added after the file was written take their defaults.
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name != "self" and name not in state:
+                state[name] = parameter.default
         if isinstance(state.get("module"), _SavedModule):
             state["module"] = module_from_state(state["module"].tree)
         weights = state.pop("_module_weights", None)
@@ -1047,6 +1051,8 @@ def _upgrade_format_1(cls, state):
             f"with sktopk {_package_version()}."
         ) from exc
     state = dict(state)
+    # TopKClassifier 0.1 kept no class counts: count from zero on later partial_fit calls.
+    state.setdefault("class_counts_", np.zeros(n_classes, dtype=np.int64))
     state["_module_weights"] = {name: tensor_to_array(tensor)
                                 for name, tensor in module.state_dict().items()}
     state["_architecture_"] = architecture
@@ -1371,8 +1377,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
         return LDAMLoss if self.loss == "ldam" else ImbalancedTopKHingeLoss
 
     def _update_class_counts(self, y_idx, n_classes, accumulate):
-        counts = np.bincount(y_idx, minlength=n_classes).astype(np.int64)
-        self.class_counts_ = self.class_counts_ + counts if accumulate else counts
+        super()._update_class_counts(y_idx, n_classes, accumulate)
         self.margins_ = class_margins(self.class_counts_, self.max_margin).numpy()
 
     def _build_criterion(self, n_classes, device, seeds):

@@ -154,6 +154,12 @@ def _format_1_state(clf):
     """The state sktopk 0.1 wrote: plain weights, the parameters at save time, no format."""
     state = {key: value for key, value in vars(clf).items()
              if not key.startswith("_") and key != "module_"}
+    if isinstance(clf, TopKClassifier):
+        state.pop("class_counts_")
+    # Parameters that sktopk 0.1 did not have.
+    for name in ("monitor", "lr_schedule", "warmup_epochs", "drw_start", "ce_weight",
+                 "logit_adjustment", "logit_adjustment_"):
+        state.pop(name, None)
     state["_module_weights"] = {name: tensor.numpy().copy()
                                 for name, tensor in clf.module_.state_dict().items()}
     state["_seeds"] = {"init": 1, "shuffle": 2, "loss": 3, "split": 4}
@@ -162,10 +168,13 @@ def _format_1_state(clf):
 
 def test_files_of_format_1_load_or_fail_naming_the_version(data):
     X, y = data
-    clf = ImbalancedTopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    # sktopk 0.1 had no post-hoc adjustment.
+    clf = ImbalancedTopKClassifier(k=2, logit_adjustment=0.0, random_state=0, **FAST).fit(X, y)
+    expected = clf.decision_function(X)
     old = ImbalancedTopKClassifier.__new__(ImbalancedTopKClassifier)
     old.__setstate__(_format_1_state(clf))
-    np.testing.assert_array_equal(old.decision_function(X), clf.decision_function(X))
+    np.testing.assert_array_equal(old.decision_function(X), expected)
+    assert old.get_params()["monitor"] == ImbalancedTopKClassifier().monitor
     assert hasattr(old, "predict_proba") is False
     old.partial_fit(X, y)  # and it keeps training
 
@@ -173,6 +182,12 @@ def test_files_of_format_1_load_or_fail_naming_the_version(data):
     mismatched["hidden_layer_sizes"] = (3,)  # what 0.1 saved after set_params
     with pytest.raises(ValueError, match="saved by sktopk 0.1 after set_params"):
         ImbalancedTopKClassifier.__new__(ImbalancedTopKClassifier).__setstate__(mismatched)
+
+    balanced = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    old = TopKClassifier.__new__(TopKClassifier)
+    old.__setstate__(_format_1_state(balanced))
+    np.testing.assert_array_equal(old.predict_topk(X), balanced.predict_topk(X))
+    old.partial_fit(X, y)
 
     custom = TopKClassifier(k=2, module=CountingNet, random_state=0, **FAST).fit(X, y)
     with pytest.raises(ValueError, match="saved by sktopk 0.1 with a custom module"):
