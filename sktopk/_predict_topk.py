@@ -6,26 +6,15 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import _check_response_method
 
-from ._ranking import _check_k, binary_scores_to_2d, top_k_indices
-
-_RESPONSE_METHODS = ("decision_function", "predict_proba", "predict_log_proba")
-_DEFAULT_RESPONSE = ("decision_function", "predict_proba")
+from ._ranking import (
+    DEFAULT_RESPONSE,
+    _check_k,
+    binary_scores_to_2d,
+    check_response_methods,
+    top_k_indices,
+)
 
 __all__ = ["class_scores", "predict_topk"]
-
-
-def _check_response(response_method):
-    methods = (response_method,) if isinstance(response_method, str) else response_method
-    try:
-        methods = tuple(methods)
-    except TypeError:
-        methods = ()
-    if not methods or any(m not in _RESPONSE_METHODS for m in methods):
-        raise ValueError(
-            f"response_method must be one of {_RESPONSE_METHODS} or a tuple of them "
-            f"(tried in order), got {response_method!r}."
-        )
-    return methods
 
 
 def _fitted_classes(estimator):
@@ -43,13 +32,13 @@ def _fitted_classes(estimator):
     return classes
 
 
-def class_scores(estimator, X, *, response_method=_DEFAULT_RESPONSE):
+def class_scores(estimator, X, *, response_method=DEFAULT_RESPONSE):
     """Score matrix of a fitted classifier, one column per entry of ``classes_``.
 
     Returns ``(scores, classes, method_name)``. A binary classifier's 1-D output is
     turned into two columns (see :func:`sktopk._ranking.binary_scores_to_2d`).
     """
-    methods = _check_response(response_method)
+    methods = check_response_methods(response_method)
     classes = _fitted_classes(estimator)
     try:
         method = _check_response_method(estimator, methods)
@@ -83,7 +72,7 @@ def class_scores(estimator, X, *, response_method=_DEFAULT_RESPONSE):
     return scores, classes, name
 
 
-def predict_topk(estimator, X, k=5, *, response_method=_DEFAULT_RESPONSE):
+def predict_topk(estimator, X, k=5, *, response_method=DEFAULT_RESPONSE):
     """The ``k`` most likely labels of each sample, best first, for any classifier.
 
     Works with every fitted scikit-learn classifier that has ``classes_`` and

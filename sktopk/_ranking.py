@@ -196,3 +196,23 @@ def true_label_rank(scores, y_index):
     before |= (s == true_score) & (np.arange(n_classes) < y[:, None])
     rank[seen] = before.sum(axis=1)
     return rank
+
+
+#: Estimator methods that give per-class scores, and the default order to try them in.
+RESPONSE_METHODS = ("decision_function", "predict_proba", "predict_log_proba")
+DEFAULT_RESPONSE = ("decision_function", "predict_proba")
+
+
+def check_response_methods(response_method):
+    """``response_method`` as a tuple of names from :data:`RESPONSE_METHODS`, tried in order."""
+    methods = (response_method,) if isinstance(response_method, str) else response_method
+    try:
+        methods = tuple(methods)
+    except TypeError:
+        methods = ()
+    if not methods or any(m not in RESPONSE_METHODS for m in methods):
+        raise ValueError(
+            f"response_method must be one of {RESPONSE_METHODS} or a tuple of them "
+            f"(tried in order), got {response_method!r}."
+        )
+    return methods

@@ -10,7 +10,13 @@ from sklearn.metrics._scorer import _BaseScorer
 from sklearn.utils.metadata_routing import MetadataRequest, get_routing_for_object
 from sklearn.utils.validation import _check_response_method, column_or_1d
 
-from .._ranking import _check_k, binary_scores_to_2d, true_label_rank
+from .._ranking import (
+    DEFAULT_RESPONSE,
+    _check_k,
+    binary_scores_to_2d,
+    check_response_methods,
+    true_label_rank,
+)
 from ._top_k_accuracy import (
     _aggregate,
     _check_average,
@@ -20,21 +26,9 @@ from ._top_k_accuracy import (
     top_k_accuracy_score,
 )
 
-_RESPONSE_METHODS = ("decision_function", "predict_proba", "predict_log_proba")
-_DEFAULT_RESPONSE = ("decision_function", "predict_proba")
-
 
 def _check_response(response_method):
-    methods = (response_method,) if isinstance(response_method, str) else response_method
-    try:
-        methods = tuple(methods)
-    except TypeError:
-        methods = ()
-    if not methods or any(m not in _RESPONSE_METHODS for m in methods):
-        raise ValueError(
-            f"response_method must be one of {_RESPONSE_METHODS} or a tuple of them "
-            f"(tried in order), got {response_method!r}."
-        )
+    methods = check_response_methods(response_method)
     return methods[0] if len(methods) == 1 else methods
 
 
@@ -61,7 +55,7 @@ class _TopKScorer(_BaseScorer):
 
     def __repr__(self):
         extra = ""
-        if self._response_method != _DEFAULT_RESPONSE:
+        if self._response_method != DEFAULT_RESPONSE:
             extra = f", response_method={self._response_method!r}"
         return f"make_top_k_scorer(k={self.k}, average={self.average!r}{extra})"
 
@@ -139,7 +133,7 @@ class _TopKScorer(_BaseScorer):
         return float(score[0])
 
 
-def make_top_k_scorer(k=5, *, average="micro", response_method=_DEFAULT_RESPONSE):
+def make_top_k_scorer(k=5, *, average="micro", response_method=DEFAULT_RESPONSE):
     """Make a top-K accuracy scorer for model selection and evaluation.
 
     The scorer is called as ``scorer(estimator, X, y_true, sample_weight=None)`` and
