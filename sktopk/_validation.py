@@ -96,23 +96,6 @@ def check_loss_inputs(scores, target, weight=None):
     return target.long(), weight
 
 
-def check_scores_target(scores, target, *, weight=None):
-    """Validate like :func:`check_loss_inputs`; return only the converted ``weight``.
-
-    For callers that index with ``target`` as given, so they need a
-    ``torch.int32`` or ``torch.long`` one: a narrower integer target gets a
-    TypeError that says to cast it. New code should call :func:`check_loss_inputs`,
-    which casts instead.
-    """
-    weight = _check_scores_target(scores, target, weight)
-    if target.dtype not in (torch.int32, torch.int64):
-        raise TypeError(
-            f"target must hold class indices as torch.long (or torch.int32), got dtype "
-            f"{target.dtype}: pass target.long()."
-        )
-    return weight
-
-
 def _check_scores_target(scores, target, weight):
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}.")
