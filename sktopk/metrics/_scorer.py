@@ -32,7 +32,33 @@ def _check_response(response_method):
     return methods[0] if len(methods) == 1 else methods
 
 
-class _TopKScorer(_BaseScorer):
+class _SampleWeightScorer(_BaseScorer):
+    """Base of sktopk's scorers: ``sample_weight`` is the only metadata they consume."""
+
+    def _accept_sample_weight(self):
+        return True
+
+    def _get_metadata_request(self):
+        # By default sample_weight is unrequested (routing it raises until
+        # ``set_score_request`` is called), like every scikit-learn scorer.
+        if hasattr(self, "_metadata_request"):
+            return get_routing_for_object(self._metadata_request)
+        requests = MetadataRequest(owner=self)
+        requests.score.add_request(param="sample_weight", alias=None)
+        return requests
+
+    def _sample_weight(self, metadata):
+        """``sample_weight`` from the metadata passed to ``_score``; anything else is an error."""
+        metadata = dict(metadata)
+        sample_weight = metadata.pop("sample_weight", None)
+        if metadata:
+            raise TypeError(
+                f"{self!r} only accepts sample_weight as metadata, got {sorted(metadata)}."
+            )
+        return sample_weight
+
+
+class _TopKScorer(_SampleWeightScorer):
     """Top-K accuracy of an estimator's ranking of ``classes_``; see :func:`make_top_k_scorer`."""
 
     def __init__(self, k, average, response_method):
@@ -59,25 +85,8 @@ class _TopKScorer(_BaseScorer):
             extra = f", response_method={self._response_method!r}"
         return f"make_top_k_scorer(k={self.k}, average={self.average!r}{extra})"
 
-    def _accept_sample_weight(self):
-        return True
-
-    def _get_metadata_request(self):
-        # The only metadata the scorer consumes is ``sample_weight``: by default it
-        # is unrequested (routing it raises until ``set_score_request`` is called),
-        # like every scikit-learn scorer.
-        if hasattr(self, "_metadata_request"):
-            return get_routing_for_object(self._metadata_request)
-        requests = MetadataRequest(owner=self)
-        requests.score.add_request(param="sample_weight", alias=None)
-        return requests
-
     def _score(self, method_caller, estimator, X, y_true, **kwargs):
-        sample_weight = kwargs.pop("sample_weight", None)
-        if kwargs:
-            raise TypeError(
-                f"{self!r} only accepts sample_weight as metadata, got {sorted(kwargs)}."
-            )
+        sample_weight = self._sample_weight(kwargs)
         classes = getattr(estimator, "classes_", None)
         if classes is None:
             raise ValueError(

@@ -1,10 +1,9 @@
 """Scorers for set-valued classifiers (anything with ``predict_set`` and ``classes_``)."""
 
 import numpy as np
-from sklearn.metrics._scorer import _BaseScorer
-from sklearn.utils.metadata_routing import MetadataRequest, get_routing_for_object
 from sklearn.utils.validation import column_or_1d
 
+from ._scorer import _SampleWeightScorer
 from ._set_accuracy import mean_set_size, set_accuracy_score
 from ._top_k_accuracy import _aggregate, _check_average, _check_sample_weight, _encode, _factorize
 
@@ -13,7 +12,7 @@ _METRICS = {"accuracy": set_accuracy_score, "size": mean_set_size}
 __all__ = ["make_set_scorer"]
 
 
-class _SetScorer(_BaseScorer):
+class _SetScorer(_SampleWeightScorer):
     """Accuracy or mean size of ``estimator.predict_set(X)``; see :func:`make_set_scorer`."""
 
     def __init__(self, metric, average):
@@ -24,21 +23,8 @@ class _SetScorer(_BaseScorer):
     def __repr__(self):
         return f"make_set_scorer({self._metric!r}, average={self._kwargs['average']!r})"
 
-    def _accept_sample_weight(self):
-        return True
-
-    def _get_metadata_request(self):
-        if hasattr(self, "_metadata_request"):
-            return get_routing_for_object(self._metadata_request)
-        requests = MetadataRequest(owner=self)
-        requests.score.add_request(param="sample_weight", alias=None)
-        return requests
-
     def _score(self, method_caller, estimator, X, y_true, **kwargs):
-        sample_weight = kwargs.pop("sample_weight", None)
-        if kwargs:
-            raise TypeError(f"{self!r} only accepts sample_weight as metadata, got "
-                            f"{sorted(kwargs)}.")
+        sample_weight = self._sample_weight(kwargs)
         if not hasattr(estimator, "predict_set") or not hasattr(estimator, "classes_"):
             raise TypeError(
                 f"{self!r} needs a fitted estimator with predict_set and classes_ (e.g. "
