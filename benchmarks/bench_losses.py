@@ -332,7 +332,7 @@ def cached_trained_scores(cache, source, c, n, cosine):
 
 def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
     """Time the losses on trained-network or cosine scores; print one table."""
-    from sktopk._sparse_perturbed import candidate_pool, choose_sampler, pool_size_for
+    from sktopk._sparse_perturbed import _subset_top, choose_sampler
 
     eps = EPSILON if regime == "trained" else COSINE_EPSILON
     cases = ([("cities", None)] if regime == "trained" else []) + [
@@ -350,8 +350,7 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
         scores, target, counts = cached_trained_scores(cache, source, c, n, regime == "cosine")
         train_s = time.perf_counter() - start
         c = scores.shape[1]
-        top = candidate_pool(scores, pool_size_for(k + 1, c))
-        path, m = choose_sampler(top[0], k + 1, eps, b, c)
+        path, sizes = choose_sampler(_subset_top(scores, k + 1), k + 1, eps, b, c, n_rows=n)
         methods = regime_methods(regime, k, b, counts.tolist())
         if n * c * b > PYTOPK_MAX_ELEMENTS:
             methods.pop(ref_name, None)
@@ -363,7 +362,7 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
         def ratio(a, bb, ms=ms):
             return f"{ms[a] / ms[bb]:.1f}x" if a in ms and bb in ms else "-"
 
-        label = f"sparse, m={m}" if path == "sparse" else "dense"
+        label = f"sparse, m={sizes[0]}, pool={sizes[1]}" if path == "sparse" else "dense"
         print(f"| {source} | {c} | {label} | {train_s:.0f} | "
               + " | ".join(cell(name) for name in names)
               + f" | {ratio(main_name, 'cross_entropy')} | {ratio(dense_name, main_name)} | "

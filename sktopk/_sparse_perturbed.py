@@ -22,24 +22,29 @@ import torch
 SAMPLERS = ("auto", "dense", "sparse")
 
 # Cost model of the "auto" rule, in nanoseconds per unit on one CPU thread,
-# fitted to timings of both paths on trained and cosine scores at N = 256 and
-# 1024 on the (loaded, 2-core) benchmark machine; only their ratios matter. The
-# fixed cost is large: the sparse path runs ~200 small torch operations.
-_COST_DENSE = 5.0  # one Gaussian draw + its share of topk, per (row, column, draw)
-_COST_DENSE_ROW = 2000.0  # per (row, draw): topk's per-row overhead
-_COST_POOL_TOPK = 15.0  # candidate pool by one topk over the row, per score
-_COST_POOL_GROUPS = 2.5  # candidate pool through group maxima, per score
-_COST_POOL_ROW = 2000.0  # per row and topk of the pool (groups: two topk)
-_COST_CANDIDATE_MIN = 3.0  # per (row, draw, candidate) when m == k (a min)
-_COST_CANDIDATE_TOPK = 5.0  # per (row, draw, candidate) when m > k (a topk over m)
-_COST_CANDIDATE_ROW = 1000.0  # per (row, draw) when m > k
+# fitted by benchmarks/calibrate_sampler.py (non-negative least squares on the
+# relative error of timed calls over shapes and score regimes; see
+# benchmarks/RESULTS.md, section 1a). Only their ratios matter. The rule is a
+# fixed function of the call, never timed at run time, so that a seeded fit
+# draws the same numbers on every run.
+_COST_DENSE_DRAW = 5.0  # dense: one Gaussian draw and its share of topk
+_COST_DENSE_PAIR = 500.0  # dense: per (row, draw)
+_COST_DENSE_FIXED = 20_000.0
+_COST_POOL_SCORE = 3.0  # the candidate pool: per score of the row
+_COST_POOL_SLOT = 20.0  # per sorted slot of the pool
+_COST_POOL_ROW = 500.0
+_COST_CANDIDATE = 4.0  # one perturbed candidate and its share of the k-th largest
+_COST_PAIR = 500.0  # per (row, draw): the k-th largest, the merge bookkeeping
+_COST_GROUP = 200.0  # per (row, draw) and group: its proposal rate
 _COST_PROPOSAL = 75.0  # per proposed column: thinning, truncated draw, merge
-_COST_FIXED = 8.0e6  # per call: pool, cost estimate and ~200 small operations
+_COST_FIXED = 1.5e6  # per call: ~150 small torch operations
 # The sparse path must be estimated this much cheaper to be taken: the model's
-# errors are of this order (benchmarks/RESULTS.md, section 1).
+# errors are of this order (benchmarks/calibrate_sampler.py prints them).
 _MARGIN = 0.8
-# Candidate counts tried, as multiples of k, and the rows used to estimate the cost.
+# Candidate counts tried, as multiples of k; pool sizes, as multiples of m.
 _MENU = (1, 2, 4, 8, 16, 32)
+_POOL_MENU = (1, 2, 4, 8, 16, 32)
+_POOL_MAX = 4096
 _ESTIMATE_ROWS = 32
 _LOG_Q_FLOOR = -700.0  # q below exp(-700) ~ 1e-304: no proposal can happen in float64
 _TINY = torch.finfo(torch.float64).tiny
@@ -140,35 +145,38 @@ def _expected_kth(top, k, epsilon, sizes):
     return 0.5 * (low + high)
 
 
-def _pool_cost(n_rows, n_columns, pool_size):
-    grouped = _group_size(n_columns, pool_size) > 1
-    per_score = _COST_POOL_GROUPS if grouped else _COST_POOL_TOPK
-    per_row = _COST_POOL_ROW * (2 if grouped else 1)
-    return n_rows * (per_score * n_columns + per_row) + _COST_FIXED
+def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups):
+    """Estimated cost (ns) of a sparse call without its proposals."""
+    pairs = n_rows * n_perturbations
+    return (_COST_FIXED + n_rows * (_COST_POOL_SCORE * n_columns + _COST_POOL_SLOT * (pool + 1)
+                                    + _COST_POOL_ROW)
+            + pairs * (_COST_CANDIDATE * m + _COST_PAIR + _COST_GROUP * n_groups))
 
 
 def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
-    """Estimated cost (ns) of the sparse path for each candidate count the pool covers."""
-    pool_size = top_values.shape[1]
-    pool = _pool_cost(n_rows, n_columns, pool_size)
-    # A fixed, evenly spread subset of rows is enough to estimate a mean.
-    step = max(1, top_values.shape[0] // _ESTIMATE_ROWS)
-    top = top_values[::step].double()
-    pairs = n_rows * n_perturbations
-    sizes = [k * factor for factor in _MENU
-             if k * factor < min(n_columns, pool_size)]
+    """Estimated cost (ns) of the sparse path for each (m, pool) the sorted ``top_values`` cover."""
+    width = top_values.shape[1]
+    top = top_values.double()
+    sizes = [k * factor for factor in _MENU if k * factor < min(n_columns, width)]
     if not sizes:
         return {}
     u = _expected_kth(top, k, epsilon, sizes)
+    pairs = n_rows * n_perturbations
     costs = {}
     for i, m in enumerate(sizes):
-        q = _log_tail((u[:, i] - top[:, m]) / epsilon).exp()
-        proposals = pairs * (n_columns - m) * float(q.mean())
-        if m == k:
-            candidates = _COST_CANDIDATE_MIN * pairs * m
-        else:
-            candidates = pairs * (_COST_CANDIDATE_TOPK * m + _COST_CANDIDATE_ROW)
-        costs[m] = pool + candidates + _COST_PROPOSAL * proposals
+        for factor in _POOL_MENU:
+            pool = min(m * factor, n_columns - 1, _POOL_MAX)
+            if pool < m or pool + 1 > width or (m, pool) in costs:
+                continue
+            edges = tier_edges(m, pool)
+            bounds = top[:, edges[:-1] + [pool]]
+            lengths = torch.tensor([b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+                                   + [n_columns], dtype=torch.float64)
+            rates = _log_tail((u[:, i:i + 1] - bounds) / epsilon).exp()
+            proposals = pairs * float((rates * lengths).sum(1).mean())
+            costs[m, pool] = (_fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool,
+                                                 len(edges))
+                              + _COST_PROPOSAL * proposals)
     return costs
 
 
@@ -178,91 +186,124 @@ def proposal_cap(n_rows, n_columns):
     return n_rows * n_columns / 32
 
 
-def pool_size_for(k, n_columns, largest=_MENU[-1]):
-    """Size of the candidate pool: the largest candidate count tried, plus one."""
-    return min(n_columns, k * largest + 1, max(k + 1, n_columns // 2))
-
-
 def _dense_cost(n_rows, n_columns, n_perturbations):
-    return n_rows * n_perturbations * (_COST_DENSE * n_columns + _COST_DENSE_ROW)
+    pairs = n_rows * n_perturbations
+    return _COST_DENSE_FIXED + pairs * (_COST_DENSE_DRAW * n_columns + _COST_DENSE_PAIR)
 
 
-def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns):
-    """The cheaper path for one call: ("sparse", m) or ("dense", None).
+def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=None):
+    """The cheaper path for one call: ("sparse", (m, pool)) or ("dense", None).
 
-    The rule: with the row's sorted top scores ``s_(1) >= s_(2) >= ...`` and a
-    candidate count ``m`` from ``k * (1, 2, 4, 8, 16, 32)`` (below C / 2), the
-    expected number of proposals per draw is estimated as
-    ``(C - m) * Q((u_m - s_(m+1)) / eps)``, where ``u_m`` solves
-    ``sum_{j <= m} Q((u_m - s_(j)) / eps) = k - 1/2`` (a deterministic stand-in
-    for the candidates' k-th perturbed value), averaged over 32 evenly spaced
-    rows. The sparse cost is a pass over the scores, ``N B m`` candidate draws
-    and the proposals, each weighted by a per-unit cost measured on CPU; the
-    dense cost is ``N C B`` draws plus topk's per-row overhead. The sparse
-    path is taken when its best estimate is below 0.8 times the dense one.
-    Once the candidates are drawn, the sparse path still hands over to the
-    dense one if the actual expected number of proposals exceeds the dense
-    cost (see :func:`sample_sparse_or_none`).
+    The rule: with a row's sorted top scores ``s_(1) >= s_(2) >= ...``, a
+    candidate count ``m`` from ``k * (1, 2, 4, 8, 16, 32)`` (below C) and a pool
+    size from ``m * (1, 2, 4, ..., 32)`` (below C, at most 4096), the candidates'
+    k-th perturbed value is stood in for by ``u_m``, the root of
+    ``sum_{j <= m} Q((u_m - s_(j)) / eps) = k - 1/2``, and the expected
+    proposals per draw are ``sum_t L_t Q((u_m - b_t) / eps)`` over the pool's
+    tiers (length ``L_t``, highest score ``b_t``) and the outside group
+    (``L = C``, ``b = s_(pool+1)``), averaged over the rows given. The sparse cost
+    adds the pool, the ``N B m`` candidate draws, the per-group rates and the
+    proposals, each weighted by a per-unit cost measured on CPU; the dense cost
+    is ``N C B`` draws plus a per-(row, draw) overhead. The sparse path is taken
+    when its best estimate is below 0.8 times the dense one. Once the candidates
+    are drawn, the sparse path still hands over to the dense one if the actual
+    expected number of proposals exceeds the dense cost (see
+    :func:`sample_sparse_or_none`).
 
     Parameters
     ----------
-    top_values : torch.Tensor of shape (N, M + 1) or (N, C)
-        Sorted top scores of each row, M the largest candidate count tried.
+    top_values : torch.Tensor of shape (R, W)
+        Sorted top scores of R rows (all the call's rows or an evenly spread
+        subset), W the widest pool tried plus one, or C.
     k, epsilon, n_perturbations, n_columns
         The call's parameters.
+    n_rows : int, optional
+        Rows of the call; default R.
 
     Returns
     -------
-    (str, int or None)
+    (str, (int, int) or None)
     """
-    dense = _dense_cost(top_values.shape[0], n_columns, n_perturbations)
-    costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns,
-                          top_values.shape[0])
+    n_rows = top_values.shape[0] if n_rows is None else n_rows
+    dense = _dense_cost(n_rows, n_columns, n_perturbations)
+    costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
     if not costs:
         return "dense", None
-    m = min(costs, key=costs.get)
-    return ("sparse", m) if costs[m] < _MARGIN * dense else ("dense", None)
+    best = min(costs, key=costs.get)
+    return ("sparse", best) if costs[best] < _MARGIN * dense else ("dense", None)
 
 
-def _geometric_proposals(log_q, log_1mq, n_columns, generator):
-    """Columns proposed with probability q each, independently, for every pair.
+def _subset_top(x, k):
+    """Sorted top scores of at most 32 evenly spread rows, wide enough for the whole menu."""
+    step = max(1, x.shape[0] // _ESTIMATE_ROWS)
+    rows = x[::step][:_ESTIMATE_ROWS]
+    width = min(x.shape[1], min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
+    return torch.topk(rows, width, dim=1, sorted=True).values
 
-    Gaps between successive proposed columns are Geometric(q): drawn in blocks
-    of L per pair still short of the last column, L doubling at each round, so
-    the number of rounds is logarithmic in the largest count.
+
+def _geometric_proposals(log_q, log_1mq, lengths, generator):
+    """Positions proposed with probability q each, independently, in every unit.
+
+    A unit is a range of ``lengths[i]`` positions (a (row, draw) pair's tier, or
+    its whole row). Gaps between successive proposed positions are
+    Geometric(q): drawn in blocks of L per unit still short of its end, L
+    doubling at each round, so the number of rounds is logarithmic in the
+    largest count.
 
     Returns
     -------
-    pairs, columns : torch.Tensor of shape (P,), int64
+    units, positions : torch.Tensor of shape (P,), int64
     """
     device = log_q.device
     active = torch.nonzero(log_q > _LOG_Q_FLOOR).squeeze(1)
     if active.numel() == 0:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return empty, empty
+    lengths = torch.as_tensor(lengths, dtype=torch.float64, device=device).expand(log_q.shape)
+    end = lengths[active]
+    rate = log_1mq[active]
     position = torch.full((active.numel(),), -1.0, dtype=torch.float64, device=device)
-    mean_count = float(log_q[active].exp().mean()) * n_columns
-    length = int(min(n_columns, math.ceil(1.5 * mean_count + 4.0 * math.sqrt(mean_count) + 4)))
-    pairs_out, columns_out = [], []
+    longest = float(end.max())
+    mean_count = float((log_q[active].exp() * end).mean())
+    # Most units propose nothing: one gap each first drops them, then the
+    # survivors draw blocks sized from the mean count, doubling.
+    next_length = int(min(longest, math.ceil(1.5 * mean_count + 4.0 * math.sqrt(mean_count)
+                                             + 4)))
+    length = 1 if mean_count < 1.0 else next_length
+    units_out, positions_out = [], []
     while active.numel() > 0:
         uniform = torch.rand((active.numel(), length), dtype=torch.float64, device=device,
                              generator=generator)
         # 1 - U lies in (0, 1]; log1p(-q) = log(1 - q) exactly from the other tail.
-        gaps = torch.floor(torch.log1p(-uniform) / log_1mq[active].unsqueeze(1)) + 1.0
-        cumulative = position.unsqueeze(1) + torch.cumsum(gaps, dim=1)
-        inside = cumulative < n_columns
-        rows, slots = torch.nonzero(inside, as_tuple=True)
-        pairs_out.append(active[rows])
-        columns_out.append(cumulative[rows, slots].long())
+        gaps = uniform.neg_().log1p_().div_(rate.unsqueeze(1)).floor_().add_(1.0)
+        cumulative = gaps.cumsum_(dim=1).add_(position.unsqueeze(1))
+        inside = cumulative < end.unsqueeze(1)
+        # Positions increase along a row: the masked ones come in (unit, position) order.
+        units_out.append(active.repeat_interleave(inside.sum(1)))
+        positions_out.append(cumulative[inside].long())
         position = cumulative[:, -1]
-        still = position < n_columns
-        active, position = active[still], position[still]
-        length = min(2 * length, n_columns)
-    return torch.cat(pairs_out), torch.cat(columns_out)
+        still = position < end
+        active, position, end, rate = active[still], position[still], end[still], rate[still]
+        length, next_length = next_length, int(min(2 * next_length, longest))
+    return torch.cat(units_out), torch.cat(positions_out)
+
+
+def tier_edges(m, pool):
+    """Slot boundaries of the tiers between the m candidates and the pool's end.
+
+    ``[m, 2m), [2m, 4m), ...`` up to ``pool``: each tier's proposal rate is set by
+    its own highest score, so columns far below the candidates are proposed
+    rarely (a single bound for all of them would propose each at the rate of
+    the best one).
+    """
+    edges = [m]
+    while edges[-1] < pool:
+        edges.append(min(pool, 2 * edges[-1]))
+    return edges
 
 
 def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None, m=None,
-                                 top=None, max_proposals=None):
+                                 top=None, max_proposals=None, pool=None):
     """Exact sparse sampler of the k-th largest value of ``x + epsilon * Z`` along dim 1.
 
     Same distribution of the value and index of every draw as
@@ -283,10 +324,16 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
     m : int, optional
         Candidates per row, ``k <= m <= C``; default ``min(C, 2 k)``.
     top : tuple of torch.Tensor, optional
-        ``candidate_pool(x, min(m + 1, C))`` if already computed.
+        ``candidate_pool(x, min(pool + 1, C))`` if already computed (more
+        columns are allowed).
     max_proposals : float, optional
         If the expected number of proposals (known once the candidates are
         drawn) exceeds it, return None: the caller then takes the dense path.
+    pool : int, optional
+        Sorted slots used, ``m <= pool <= C``; default ``m``. The slots
+        ``m .. pool - 1`` are proposed in tiers (:func:`tier_edges`), each at the
+        rate of its highest score; the columns outside the pool at the rate of
+        the highest of them.
 
     Returns
     -------
@@ -296,9 +343,9 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
     Notes
     -----
     Let A be the m highest-scoring columns of a row (ties broken arbitrarily),
-    ``s_T`` the highest score outside A, and for one draw ``P_a = s_a + eps Z_a``
-    (a in A), ``u`` the k-th largest ``P_a``. The other columns' perturbed values
-    ``X_i = s_i + eps Z_i`` are independent of the ``P_a``. Given u:
+    for one draw ``P_a = s_a + eps Z_a`` (a in A) and ``u`` the k-th largest
+    ``P_a``. The other columns' perturbed values ``X_i = s_i + eps Z_i`` are
+    independent of the ``P_a``. Given u:
 
     1. Let E = {i not in A : X_i > u}. The k-1 candidates above u, u itself and
        the ``X_i`` of E are at least k values >= u, and every other value is
@@ -310,14 +357,17 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
        ``X_i > u``, ``X_i`` follows its Gaussian truncated to ``(u, inf)``.
     3. Write ``X_i = s_i - eps * Phi^-1(t_i)`` with ``t_i`` uniform on (0, 1)
        (its tail mass): ``X_i > u`` iff ``t_i < p_i``, and given that, ``t_i``
-       is uniform on (0, p_i), which is the truncated Gaussian of 2. Since
-       ``s_i <= s_T``, ``p_i <= q = Q((u - s_T) / eps)``, so only the columns
-       with ``t_i < q`` can matter: each column is one independently with
-       probability q, so they are proposed with Geometric(q) gaps between
-       successive columns (candidates are proposed too, then dropped), and a
-       proposed column draws ``t_i = q V``, V uniform on (0, 1], and is kept
-       iff its ``X_i > u``. This is the thinning of the dense estimator's own
-       draws: E and the values on it have their exact joint law.
+       is uniform on (0, p_i), which is the truncated Gaussian of 2. Split the
+       other columns into groups, each with a score bound ``b_g >= s_i`` (the
+       sorted tiers of the pool, and the columns outside the pool), so that
+       ``p_i <= q_g = Q((u - b_g) / eps)``: only the columns with ``t_i < q_g``
+       can matter. Each column of a group is one independently with
+       probability ``q_g``, so they are proposed with Geometric(``q_g``) gaps
+       between successive columns (the pool's columns are proposed too by the
+       outside group, then dropped), and a proposed column draws
+       ``t_i = q_g V``, V uniform on (0, 1], and is kept iff its ``X_i > u``.
+       This is the thinning of the dense estimator's own draws: E and the
+       values on it have their exact joint law.
 
     The draw's value and column are then the k-th largest of the candidates and
     the accepted columns (only rows with an accepted column need this merge).
@@ -333,9 +383,16 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
         m = min(n_columns, 2 * k)
     if not k <= m <= n_columns:
         raise ValueError(f"m={m} must lie between k={k} and the number of columns {n_columns}.")
+    pool = m if pool is None else pool
+    if not m <= pool <= n_columns:
+        raise ValueError(f"pool={pool} must lie between m={m} and the number of columns "
+                         f"{n_columns}.")
     if top is None:
-        top = candidate_pool(x, min(m + 1, n_columns))
+        top = candidate_pool(x, min(pool + 1, n_columns))
     top_values, top_columns = top
+    if top_values.shape[1] < min(pool + 1, n_columns):
+        raise ValueError(f"top holds {top_values.shape[1]} columns; pool={pool} needs "
+                         f"{min(pool + 1, n_columns)}.")
     work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     device = x.device
     n_draws = n_perturbations
@@ -347,73 +404,118 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
     perturbed.mul_(epsilon).add_(candidates.unsqueeze(1))
     if m == k:
         kth, where = perturbed.min(dim=2)
+        best_values, best_where = perturbed, None
     else:
-        top_k = torch.topk(perturbed, k, dim=2, sorted=True)
-        kth, where = top_k.values[:, :, k - 1], top_k.indices[:, :, k - 1]
+        best_values, best_where = torch.topk(perturbed, k, dim=2, sorted=True)
+        kth, where = best_values[:, :, k - 1], best_where[:, :, k - 1]
     values = kth.double()
     indices = candidate_columns.gather(1, where)
+    if m == n_columns:
+        return values.mean(dim=1).to(x.dtype), indices
 
-    if m < n_columns:
-        u = values.reshape(-1)
-        s_top = top_values[:, m].double().repeat_interleave(n_draws)
-        log_q = _log_tail((u - s_top) / epsilon)
-        expected = log_q.exp() * (n_columns - m)  # proposals per pair, in expectation
-        total = float(expected.sum())
-        if max_proposals is not None and total > max_proposals:
-            return None
-        log_1mq = torch.special.log_ndtr((u - s_top) / epsilon)
-        # Pairs in blocks of about proposal_cap expected proposals each, so that the
-        # proposals' temporaries stay below the size of the scores.
-        budget = max(proposal_cap(n_rows, n_columns), 65536.0)  # a few MB at least
-        n_blocks = max(1, math.ceil(total / budget))
-        cuts = torch.searchsorted(torch.cumsum(expected, 0),
-                                  budget * torch.arange(1, n_blocks, dtype=expected.dtype,
-                                                        device=device))
-        starts = [0] + cuts.tolist()
-        ends = cuts.tolist() + [u.numel()]
-        kept = [_accepted_proposals(x, u, s_top, log_q, log_1mq, candidate_columns, n_draws,
-                                    epsilon, generator, start, end)
-                for start, end in zip(starts, ends, strict=True) if end > start]
-        kept = [part for part in kept if part is not None]
-        if kept:
-            pairs, columns, drawn = (torch.cat(parts) for parts in zip(*kept, strict=True))
-            _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs, columns,
-                            drawn)
+    u = values.reshape(-1)
+    # The groups of Notes 3: the pool's tiers (slot ranges), then the outside.
+    edges = tier_edges(m, pool)
+    n_tiers = len(edges) - 1
+    bound_slots = edges[:-1] + ([pool] if pool < n_columns else [])
+    bounds = top_values[:, bound_slots].double().repeat_interleave(n_draws, dim=0)
+    z = (u.unsqueeze(1) - bounds) / epsilon  # (pairs, groups)
+    log_q, log_1mq = _log_tail(z), torch.special.log_ndtr(z)
+    lengths = torch.tensor([b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+                           + ([n_columns] if pool < n_columns else []),
+                           dtype=torch.float64, device=device)
+    expected = log_q.exp() * lengths  # proposals per pair and group, in expectation
+    per_pair = expected.sum(1)
+    total = float(per_pair.sum())
+    if max_proposals is not None and total > max_proposals:
+        return None
+    # Pairs in blocks of about proposal_cap expected proposals each, so that the
+    # proposals' temporaries stay below the size of the scores.
+    budget = max(proposal_cap(n_rows, n_columns), 65536.0)  # a few MB at least
+    n_blocks = max(1, math.ceil(total / budget))
+    cuts = torch.searchsorted(torch.cumsum(per_pair, 0),
+                              budget * torch.arange(1, n_blocks, dtype=per_pair.dtype,
+                                                    device=device))
+    starts = [0] + cuts.tolist()
+    ends = cuts.tolist() + [u.numel()]
+    groups = _Groups(x, u, top_values, top_columns, edges, n_tiers, pool, log_q, log_1mq,
+                     lengths, n_draws, epsilon, generator)
+    kept = [groups.accepted(start, end) for start, end in zip(starts, ends, strict=True)
+            if end > start]
+    kept = [part for part in kept if part is not None]
+    if kept:
+        pairs, columns, drawn = (torch.cat(parts) for parts in zip(*kept, strict=True))
+        _merge_accepted(k, values, indices, best_values, best_where, candidate_columns, pairs,
+                        columns, drawn)
     return values.mean(dim=1).to(x.dtype), indices
 
 
-def _accepted_proposals(x, u, s_top, log_q, log_1mq, candidate_columns, n_draws, epsilon,
-                        generator, start, end):
-    """Proposals of the pairs ``start:end`` kept above u: (pairs, columns, values) or None."""
-    device = x.device
-    n_columns = x.shape[1]
-    pairs, columns = _geometric_proposals(log_q[start:end], log_1mq[start:end], n_columns,
-                                          generator)
-    pairs = pairs + start
-    rows = torch.div(pairs, n_draws, rounding_mode="floor")
-    scores = x[rows, columns].double()
-    # A proposed column is perturbed as s - eps * ndtri(t), t its tail mass,
-    # uniform on (0, q]: it lands above u with probability p / q, and then
-    # follows its Gaussian truncated to (u, inf) (Notes, 3).
-    uniform = torch.rand(pairs.shape, dtype=torch.float64, device=device, generator=generator)
-    tail_mass = (torch.log1p(-uniform) + log_q[pairs]).exp().clamp_min(_TINY)
-    drawn = scores - epsilon * torch.special.ndtri(tail_mass)
-    # Candidates are proposed too and dropped: a score above s_T is one, a
-    # score tied with s_T is looked up.
-    s_pair = s_top[pairs]
-    accepted = (drawn > u[pairs]) & (scores <= s_pair)
-    tied = accepted & (scores == s_pair)
-    if bool(tied.any()):
-        where = torch.nonzero(tied).squeeze(1)
-        is_candidate = (candidate_columns[rows[where]] == columns[where].unsqueeze(1)).any(1)
-        accepted[where[is_candidate]] = False
-    if not bool(accepted.any()):
-        return None
-    return pairs[accepted], columns[accepted], drawn[accepted]
+class _Groups:
+    """Proposals and acceptance for the groups of Notes 3, over a block of pairs."""
+
+    def __init__(self, x, u, top_values, top_columns, edges, n_tiers, pool, log_q, log_1mq,
+                 lengths, n_draws, epsilon, generator):
+        self.x, self.u = x, u
+        self.top_values, self.top_columns = top_values, top_columns
+        self.edges = torch.tensor(edges[:-1], dtype=torch.long, device=x.device)
+        self.n_tiers, self.pool = n_tiers, pool
+        self.log_q, self.log_1mq, self.lengths = log_q, log_1mq, lengths
+        self.n_draws, self.epsilon, self.generator = n_draws, epsilon, generator
+
+    def accepted(self, start, end):
+        """Accepted (pairs, columns, values) of the pairs ``start:end``, or None."""
+        n_groups = self.log_q.shape[1]
+        n_columns = self.x.shape[1]
+        units, positions = _geometric_proposals(
+            self.log_q[start:end].reshape(-1), self.log_1mq[start:end].reshape(-1),
+            self.lengths.repeat(end - start), self.generator)
+        units = units + start * n_groups  # into the flattened (pairs, groups) arrays
+        pairs = torch.div(units, n_groups, rounding_mode="floor")
+        group = units - pairs * n_groups
+        rows = torch.div(pairs, self.n_draws, rounding_mode="floor")
+        in_pool = group < self.n_tiers
+        # Flat gathers (take) are much cheaper than 2-d advanced indexing here.
+        columns = positions
+        if self.n_tiers:
+            slots = (self.edges[group.clamp(max=self.n_tiers - 1)] + positions).clamp(
+                max=self.top_columns.shape[1] - 1)  # outside positions: masked just below
+            pooled = self.top_columns.take(rows * self.top_columns.shape[1] + slots)
+            columns = torch.where(in_pool, pooled, positions)
+        scores = self.x.take(rows * n_columns + columns).double()
+        # A proposed column is perturbed as s - eps * ndtri(t), t its tail mass,
+        # uniform on (0, q]: it lands above u with probability p / q, and then
+        # follows its Gaussian truncated to (u, inf) (Notes, 3).
+        uniform = torch.rand(pairs.shape, dtype=torch.float64, device=self.x.device,
+                             generator=self.generator)
+        tail_mass = uniform.neg_().log1p_().add_(self.log_q.take(units)).exp_().clamp_min_(
+            _TINY)
+        drawn = scores - self.epsilon * torch.special.ndtri(tail_mass)
+        accepted = drawn > self.u.take(pairs)
+        if self.pool < n_columns:
+            # The outside group proposes the pool's columns too: a score above the
+            # bound is one of them, a score tied with it is looked up.
+            bound = self.top_values.take(rows * self.top_values.shape[1] + self.pool).double()
+            outside = ~in_pool
+            accepted &= ~outside | (scores <= bound)
+            tied = accepted & outside & (scores == bound)
+            if bool(tied.any()):
+                where = torch.nonzero(tied).squeeze(1)
+                member = (self.top_columns[rows[where], :self.pool]
+                          == columns[where].unsqueeze(1)).any(1)
+                accepted[where[member]] = False
+        if not bool(accepted.any()):
+            return None
+        return pairs[accepted], columns[accepted], drawn[accepted]
 
 
-def _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs, columns, drawn):
-    """Redo the k-th largest of the pairs that have accepted columns above u."""
+def _merge_accepted(k, values, indices, best_values, best_where, candidate_columns, pairs,
+                    columns, drawn):
+    """Redo the k-th largest of the pairs that have accepted columns above u.
+
+    Only the k best candidates of a pair (``best_values``, at candidate slots
+    ``best_where``; all m = k candidates when ``best_where`` is None) and its k
+    best accepted columns can hold the k-th place.
+    """
     n_draws = values.shape[1]
     device = values.device
     # The k highest accepted values of each pair: sort by value, then (stably) by pair.
@@ -431,10 +533,12 @@ def _merge_accepted(k, values, indices, perturbed, candidate_columns, pairs, col
     extra_values[group[keep], rank[keep]] = drawn[keep]
     extra_columns[group[keep], rank[keep]] = columns[keep]
 
-    m = perturbed.shape[2]
-    pool_values = torch.cat([perturbed.reshape(-1, m)[affected].double(), extra_values], dim=1)
-    rows = torch.div(affected, n_draws, rounding_mode="floor")
-    pool_columns = torch.cat([candidate_columns[rows], extra_columns], dim=1)
+    m = candidate_columns.shape[1]
+    rows = torch.div(affected, n_draws, rounding_mode="floor").unsqueeze(1)
+    slots = (torch.arange(k, device=device) if best_where is None
+             else best_where.reshape(-1, k)[affected])
+    pool_values = torch.cat([best_values.reshape(-1, k)[affected].double(), extra_values], dim=1)
+    pool_columns = torch.cat([candidate_columns.take(rows * m + slots), extra_columns], dim=1)
     top_k = torch.topk(pool_values, k, dim=1, sorted=True)
     values.view(-1)[affected] = top_k.values[:, k - 1]
     indices.view(-1)[affected] = pool_columns.gather(1, top_k.indices[:, k - 1:]).squeeze(1)
@@ -448,48 +552,36 @@ def dense_cost_in_proposals(n_rows, n_columns, n_perturbations):
 def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     """The sparse result, or None when ``sampler="auto"`` finds the dense path cheaper.
 
-    The candidate pool is found in two stages: the 4k + 1 highest scores first
-    (cheap), and the 32k + 1 highest only when no candidate count up to 4k is
-    clearly cheaper than the dense path (half its cost) and the larger pool
-    with 8k candidates would cost under half the dense path. Under
-    ``sampler="auto"`` nothing is computed when the small pool with k
-    candidates would already cost a third of the dense path.
+    The choice (:func:`choose_sampler`) looks at the sorted top scores of at
+    most 32 evenly spread rows, so it costs little next to either path; the
+    candidate pool of every row is computed only once the sparse path is
+    chosen, at the chosen size. Under ``sampler="auto"`` nothing is computed
+    when the cheapest sparse call (k candidates, no proposal) would already
+    cost 0.8 times the dense one.
     """
     n_rows, n_columns = x.shape
-    if sampler == "auto" and x.device.type != "cpu":
-        return None  # the cost constants are CPU ones (module docstring)
-    dense = _dense_cost(n_rows, n_columns, n_perturbations)
-    small_size, big_size = pool_size_for(k, n_columns, largest=4), pool_size_for(k, n_columns)
-    pairs = n_rows * n_perturbations
     if sampler == "auto":
-        # Nothing computed yet: give up at once unless the cheapest sparse call
-        # (the pool and k candidates, no proposal) would cost under a third of
-        # the dense one; otherwise the decision itself would cost the dense calls.
-        floor = _pool_cost(n_rows, n_columns, small_size) + _COST_CANDIDATE_MIN * pairs * k
-        if big_size <= k + 1 or floor >= dense / 3:
+        if x.device.type != "cpu":
+            return None  # the cost constants are CPU ones (module docstring)
+        dense = _dense_cost(n_rows, n_columns, n_perturbations)
+        floor = _fixed_sparse_cost(n_rows, n_columns, n_perturbations, k, k, 1)
+        if n_columns <= k + 1 or floor >= _MARGIN * dense:
             return None
-    top = candidate_pool(x, small_size)
-    costs = _sparse_costs(top[0], k, epsilon, n_perturbations, n_columns, n_rows)
-    big_floor = (_pool_cost(n_rows, n_columns, big_size)
-                 + pairs * (_COST_CANDIDATE_TOPK * 8 * k + _COST_CANDIDATE_ROW))
-    if (big_size > small_size and min(costs.values(), default=math.inf) > dense / 2
-            and (sampler == "sparse" or big_floor < dense / 2)):
-        big = candidate_pool(x, big_size)
-        big_costs = _sparse_costs(big[0], k, epsilon, n_perturbations, n_columns, n_rows)
-        if min(big_costs.values(), default=math.inf) < min(costs.values(), default=math.inf):
-            top, costs = big, big_costs
+    top_values = _subset_top(x, k)
+    path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
+                                 n_rows=n_rows)
     if sampler == "sparse":
-        # With C <= k + 1 the menu may be empty: every column is then a candidate.
-        m = min(costs, key=costs.get) if costs else n_columns
-        if m == n_columns and top[0].shape[1] < n_columns:
-            top = candidate_pool(x, n_columns)
+        if sizes is None:
+            # The cheapest sparse sizes, even if dense would be cheaper; with
+            # C <= k + 1 every column is a candidate.
+            costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
+            sizes = min(costs, key=costs.get) if costs else (n_columns, n_columns)
+        m, pool = sizes
         return kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator, m=m,
-                                            top=top)
-    if not costs:
+                                            pool=pool)
+    if path == "dense":
         return None
-    m = min(costs, key=costs.get)
-    if costs[m] >= _MARGIN * dense:
-        return None
+    m, pool = sizes
     return kth_largest_perturbed_sparse(
-        x, k, epsilon, n_perturbations, generator, m=m, top=top,
+        x, k, epsilon, n_perturbations, generator, m=m, pool=pool,
         max_proposals=dense_cost_in_proposals(n_rows, n_columns, n_perturbations))

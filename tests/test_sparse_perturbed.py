@@ -50,12 +50,13 @@ def _homogeneous(counts_a, counts_b):
     return p_value > ALPHA
 
 
-def _assert_same_law(x, k, epsilon, n_draws, seed, m=None):
+def _assert_same_law(x, k, epsilon, n_draws, seed, m=None, pool=None):
     n_columns = x.shape[1]
     _, dense_idx = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
                                                torch.Generator().manual_seed(seed))
     _, sparse_idx = kth_largest_perturbed_sparse(x, k, epsilon, n_draws,
-                                                 torch.Generator().manual_seed(seed + 1), m=m)
+                                                 torch.Generator().manual_seed(seed + 1), m=m,
+                                                 pool=pool)
     dense_counts = _row_frequencies(dense_idx, n_columns).numpy()
     sparse_counts = _row_frequencies(sparse_idx, n_columns).numpy()
     # The per-draw values: the winning column's perturbed value is not returned,
@@ -66,7 +67,8 @@ def _assert_same_law(x, k, epsilon, n_draws, seed, m=None):
     dense_v, _ = kth_largest_perturbed_torch(x_rep, k, epsilon, 1,
                                              torch.Generator().manual_seed(seed + 2))
     sparse_v, _ = kth_largest_perturbed_sparse(x_rep, k, epsilon, 1,
-                                               torch.Generator().manual_seed(seed + 3), m=m)
+                                               torch.Generator().manual_seed(seed + 3), m=m,
+                                               pool=pool)
     dense_v = dense_v.double().view(rows, n_draws)
     sparse_v = sparse_v.double().view(rows, n_draws)
     for row in range(rows):
@@ -116,6 +118,28 @@ def test_every_candidate_count_is_exact(factor):
     # m = k (the k-th is a min), m = 2k, m = 4k: all the same law.
     x = _scores("unit", 2, 50, seed=3)
     _assert_same_law(x, 3, 0.7, 6000, seed=29, m=3 * factor)
+
+
+@pytest.mark.parametrize(("regime", "n_columns", "k", "m", "pool", "epsilon"), [
+    ("unit", 60, 2, 2, 40, 1.0),      # tiers [2, 4), [4, 8), ..., [32, 40), then the outside
+    ("wide", 200, 6, 6, 96, 1.0),
+    ("ties", 30, 3, 3, 30, 0.5),      # the pool is the whole row: no outside group
+    ("ties", 40, 3, 4, 13, 0.5),      # ties across tier and pool boundaries
+    ("trained", 500, 6, 12, 96, 1.0),
+    ("flat", 300, 3, 3, 48, 1.0),     # every tier proposes at the same rate as the outside
+    ("wide", 100, 3, 3, 24, 0.01),
+])
+def test_tiered_pool_matches_dense_in_distribution(regime, n_columns, k, m, pool, epsilon):
+    x = _scores(regime, 3, n_columns, seed=n_columns + m)
+    _assert_same_law(x, k, epsilon, 6000, seed=23, m=m, pool=pool)
+
+
+def test_pool_argument_is_checked():
+    x = _scores("unit", 2, 20, seed=0)
+    with pytest.raises(ValueError, match="pool=3 must lie between m=4"):
+        kth_largest_perturbed_sparse(x, 2, 1.0, 3, m=4, pool=3)
+    with pytest.raises(ValueError, match="top holds 5 columns; pool=8 needs 9"):
+        kth_largest_perturbed_sparse(x, 2, 1.0, 3, m=4, pool=8, top=candidate_pool(x, 5))
 
 
 def test_many_proposals_in_blocks():

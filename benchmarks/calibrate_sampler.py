@@ -1,0 +1,153 @@
+"""Fit the cost constants of the sampler="auto" rule (sktopk/_sparse_perturbed.py).
+
+The rule compares the estimated cost of the dense path with that of the sparse
+path for each (candidates m, pool) pair of its menu. Both are linear in a few
+counts; this script times the two paths over a spread of shapes and score
+regimes on one CPU thread and fits each coefficient by non-negative least
+squares on the relative error (every call weighs the same, whatever its size).
+Paste the printed constants into ``_sparse_perturbed.py``: the rule must stay a
+fixed function of the call (never timed at run time), so that a seeded fit draws
+the same numbers on every run.
+
+Features of a sparse call (forward pass, the part that differs between paths):
+
+- ``pool_scores = N * C`` and ``pool_slots = N * (pool + 1)``: the candidate pool;
+- ``pool_rows = N``;
+- ``candidates = N * B * m`` and ``pairs = N * B``: the perturbed candidates and
+  their k-th largest;
+- ``groups = N * B * (tiers + 1)``: the proposal rates of every group;
+- ``proposals``: proposals actually drawn (counted here);
+- one fixed cost per call.
+
+Usage::
+
+    python benchmarks/calibrate_sampler.py            # about 5 minutes
+"""
+
+import argparse
+import itertools
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+from sktopk import _sparse_perturbed as sparse
+from sktopk._perturbed import kth_largest_perturbed_torch
+
+SPARSE_FEATURES = ("pool_scores", "pool_slots", "pool_rows", "candidates", "pairs", "groups",
+                   "proposals", "fixed")
+DENSE_FEATURES = ("draws", "pairs", "fixed")
+
+
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def _scores(regime, n_rows, n_columns, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_rows, n_columns, generator=gen)
+    if regime == "peaked":  # a few classes well above a flat rest: a trained network
+        x = 0.7 * x
+        x[:, :8] += torch.linspace(5.0, 2.0, 8)
+        return x[:, torch.randperm(n_columns, generator=gen)]
+    return {"unit": 1.0, "wide": 3.0, "narrow": 0.5}[regime] * x
+
+
+class _ProposalCounter:
+    """Counts the proposals of the sparse sampler by wrapping its proposal draw."""
+
+    def __init__(self):
+        self.count = 0
+        self._inner = sparse._geometric_proposals
+
+    def __call__(self, *args):
+        units, positions = self._inner(*args)
+        self.count += units.numel()
+        return units, positions
+
+    def __enter__(self):
+        sparse._geometric_proposals = self
+        return self
+
+    def __exit__(self, *exc):
+        sparse._geometric_proposals = self._inner
+
+
+def sparse_rows(repeats, k=6, b=10):
+    rows = []
+    for regime, n, c in itertools.product(("peaked", "unit", "wide", "narrow"), (256, 1024),
+                                          (1000, 10000)):
+        x = _scores(regime, n, c, seed=n + c)
+        for m_factor, pool_factor in ((1, 1), (2, 1), (2, 8), (4, 1), (4, 8), (4, 32), (8, 1),
+                                       (8, 4), (8, 16), (16, 1), (16, 8)):
+            m, gen = k * m_factor, torch.Generator().manual_seed(0)
+            pool = min(c - 1, m * pool_factor)
+            with _ProposalCounter() as counter:
+                sparse.kth_largest_perturbed_sparse(x, k, 1.0, b, gen, m=m, pool=pool)
+            if counter.count > 40 * n * b * 10:  # far outside what "auto" would ever take
+                continue
+
+            def call(x=x, m=m, pool=pool, gen=gen, c=c):
+                top = sparse.candidate_pool(x, min(pool + 1, c))
+                sparse.kth_largest_perturbed_sparse(x, k, 1.0, b, gen, m=m, top=top, pool=pool)
+
+            ms = _median_ms(call, repeats)
+            groups = len(sparse.tier_edges(m, pool)) - 1 + (pool < c)
+            rows.append({"regime": regime, "N": n, "C": c, "m": m, "pool": pool, "ms": ms,
+                         "pool_scores": n * c, "pool_slots": n * (pool + 1), "pool_rows": n,
+                         "candidates": n * b * m, "pairs": n * b, "groups": n * b * groups,
+                         "proposals": counter.count,
+                         "fixed": 1})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def dense_rows(repeats, k=6, b=10):
+    rows = []
+    for n, c in itertools.product((256, 1024), (300, 1000, 3000, 10000)):
+        x = _scores("unit", n, c, seed=0)
+        gen = torch.Generator().manual_seed(0)
+        ms = _median_ms(lambda x=x, gen=gen: kth_largest_perturbed_torch(x, k, 1.0, b, gen),
+                        repeats)
+        rows.append({"N": n, "C": c, "ms": ms, "draws": n * c * b, "pairs": n * b, "fixed": 1})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def fit(rows, features):
+    """Non-negative coefficients (ns per unit) minimising the relative squared error."""
+    a = np.array([[row[f] for f in features] for row in rows], dtype=float)
+    t = np.array([row["ms"] for row in rows]) * 1e6  # ns
+    coef, _ = nnls(a / t[:, None], np.ones(len(t)))
+    predicted = a @ coef
+    error = np.abs(predicted / t - 1)
+    return dict(zip(features, coef, strict=True)), float(np.median(error)), float(error.max())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    print(f"# calibrate_sampler: {platform.machine()}, torch {torch.__version__}, 1 thread")
+    dense, d_med, d_max = fit(dense_rows(args.repeats), DENSE_FEATURES)
+    sparse_coef, s_med, s_max = fit(sparse_rows(args.repeats), SPARSE_FEATURES)
+    print(f"\ndense fit (relative error median {d_med:.2f}, max {d_max:.2f}):")
+    for name, value in dense.items():
+        print(f"  {name}: {value:.4g} ns")
+    print(f"sparse fit (relative error median {s_med:.2f}, max {s_max:.2f}):")
+    for name, value in sparse_coef.items():
+        print(f"  {name}: {value:.4g} ns")
+
+
+if __name__ == "__main__":
+    main()
