@@ -47,7 +47,7 @@ _MARGIN = 0.8
 _MENU = (1, 2, 4, 8, 16, 32)
 _POOL_MENU = (1, 2, 4, 8, 16, 32)
 _POOL_MAX = 4096
-_ESTIMATE_ROWS = 32
+_ESTIMATE_ROWS = 16
 _LOG_Q_FLOOR = -700.0  # q below exp(-700) ~ 1e-304: no proposal can happen in float64
 _TINY = torch.finfo(torch.float64).tiny
 
@@ -242,7 +242,7 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=No
 
 
 def _subset_top(x, k):
-    """Sorted top scores of at most 32 evenly spread rows, wide enough for the whole menu."""
+    """Sorted top scores of at most 16 evenly spread rows, wide enough for the whole menu."""
     step = max(1, x.shape[0] // _ESTIMATE_ROWS)
     rows = x[::step][:_ESTIMATE_ROWS]
     width = min(x.shape[1], min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
@@ -561,7 +561,7 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     """The sparse result, or None when ``sampler="auto"`` finds the dense path cheaper.
 
     The choice (:func:`choose_sampler`) looks at the sorted top scores of at
-    most 32 evenly spread rows, so it costs little next to either path; the
+    most 16 evenly spread rows, so it costs little next to either path; the
     candidate pool of every row is computed only once the sparse path is
     chosen, at the chosen size. Under ``sampler="auto"`` nothing is computed
     when the cheapest sparse call (k candidates, no proposal) would already
