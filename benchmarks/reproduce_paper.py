@@ -268,6 +268,11 @@ DEFAULTS = {
     "languages": {
         "TopKClassifier()": (TopKClassifier, {}),
         "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
+        # Not defaults: both trained for all of max_epochs=100, to see whether early
+        # stopping is what protects cross-entropy from the noisy labels.
+        "TopKClassifier(early_stopping=False)": (TopKClassifier, {"early_stopping": False}),
+        "TopKClassifier(loss='cross_entropy', early_stopping=False)": (
+            TopKClassifier, {"loss": "cross_entropy", "early_stopping": False}),
     },
 }
 
