@@ -67,9 +67,14 @@ def check_sampler(sampler, noise="independent"):
 
 def _group_size(n_columns, size):
     # Groups of b columns: one max pass over the scores, then a topk over C / b
-    # maxima; worth it when the maxima still number 4 * size or more.
-    b = min(64, n_columns // (4 * size))
-    return b if b >= 4 else 1
+    # maxima and one over the size * b columns of the best groups. Timed on CPU
+    # (C from 1000 to 100000, size from 49 to 1025): b = 4 or 8 is the fastest
+    # as long as the maxima number at least 5 * size (larger b, or fewer maxima,
+    # make the second topk the larger one).
+    for b in (8, 4, 2):
+        if n_columns // b >= 5 * size:
+            return b
+    return 1
 
 
 def candidate_pool(x, size):

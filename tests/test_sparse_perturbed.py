@@ -264,9 +264,10 @@ def test_auto_picks_sparse_on_separated_scores_and_dense_on_flat_ones():
 
 
 @pytest.mark.parametrize(("n_columns", "size"), [
-    (7, 7), (64, 13), (1001, 13), (4096, 13), (10007, 25), (10007, 193)])
+    (7, 7), (64, 13), (200, 13), (403, 13), (1001, 13), (4096, 13), (10007, 25), (10007, 193)])
 def test_candidate_pool_returns_the_top_values(n_columns, size):
-    # Through a topk, or groups with (1001, 10007) and without (4096) leftover columns.
+    # Through a topk (7, 64), or groups of 2 (200), 4 (403) and 8 columns, with (403, 1001,
+    # 10007) and without (200, 4096) leftover columns.
     gen = torch.Generator().manual_seed(n_columns)
     x = torch.randint(0, 50, (5, n_columns), generator=gen).float()  # many ties
     values, columns = candidate_pool(x, size)
