@@ -37,14 +37,21 @@ study. Baselines: ``TopKClassifier(loss="cross_entropy")`` (its post-hoc taus
 are recorded too) and ``TopKClassifier(loss="logit_adjusted",
 monitor="macro_top_k")``.
 
-Selection rule, fixed before any result was read: a candidate is a setting and a
-tau. Differences to cross-entropy are paired (same data set, protocol, seed) and
-averaged over seeds 0 and 1. The chosen defaults maximise the mean over the four
-(data set, protocol) cells of the validation macro top-5 gain over
-cross-entropy, subject to the mean over the four cells of the validation top-5
-difference being >= -1.0 point. The current defaults are kept unless the
-best candidate beats them by at least 0.3 points of that objective (noise
-level of two seeds).
+Selection rule, fixed before any result was read (``--rule mean``): a candidate
+is a setting and a tau. Differences to cross-entropy are paired (same data set,
+protocol, seed) and averaged over seeds 0 and 1. The chosen defaults maximise
+the mean over the four (data set, protocol) cells of the validation macro top-5
+gain over cross-entropy, subject to the mean over the four cells of the
+validation top-5 difference being >= -1.0 point. The current defaults are kept
+unless the best candidate beats them by at least 0.3 points of that objective
+(noise level of two seeds).
+
+Revised rule (``--rule per_cell``, the default), fixed after round 1 and before
+round 2: the same objective, subject to the top-5 difference being >= -1.0
+point in EVERY cell. Round 1 showed the averaged constraint to be too loose: on
+the long-tailed languages every imbalanced setting is 2-4 top-5 points above
+cross-entropy, and that surplus let the first rule pick a tau that costs 3.8
+top-5 points on cities, against issue 10's limit of 1.0.
 
 Each row (one fit: data set, protocol, setting, seed) is appended to
 ``benchmarks/results/study_long_tail.jsonl`` with epochs, fit seconds, commit,
@@ -93,6 +100,11 @@ SETTINGS = {
     "imb m.1": ("imb", {**NO_TAU, "max_margin": 0.1}),
     "imb m.4": ("imb", {**NO_TAU, "max_margin": 0.4}),
     "imb s30": ("imb", {**NO_TAU, "scale": 30.0}),
+    # Round 2 (after round 1 showed max_margin 0.4 ahead on both data sets).
+    "imb m.6": ("imb", {**NO_TAU, "max_margin": 0.6}),
+    "imb m.8": ("imb", {**NO_TAU, "max_margin": 0.8}),
+    "imb m.4 B10": ("imb", {**NO_TAU, "max_margin": 0.4, "n_perturbations": 10}),
+    "imb m.4 top_k": ("imb", {**NO_TAU, "max_margin": 0.4, "monitor": "top_k"}),
 }
 
 
@@ -205,7 +217,7 @@ def table(paths, taus=(0.0, 1.0, 1.5, 2.0, 2.5)):
     return "\n".join(lines)
 
 
-def select(paths, current=("imb", 1.5), limit=-1.0, margin=0.3):
+def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3):
     """Apply the selection rule of the module doc to the rows; print the ranking."""
     rows = load_rows(paths)
     by = {}
@@ -228,11 +240,13 @@ def select(paths, current=("imb", 1.5), limit=-1.0, margin=0.3):
                 top5.append(np.mean([mine[s][str(tau)][1] - ce[s]["0.0"][1] for s in seeds]))
                 macro.append(np.mean([mine[s][str(tau)][2] - ce[s]["0.0"][2] for s in seeds]))
             if complete:
-                candidates[(setting, tau)] = (100 * np.mean(macro), 100 * np.mean(top5),
-                                              [round(100 * m, 1) for m in macro],
-                                              [round(100 * t, 1) for t in top5])
+                worst = np.min(top5) if rule == "per_cell" else np.mean(top5)
+                candidates[(setting, tau)] = (100 * np.mean(macro), 100 * worst,
+                                              [round(100 * float(m), 1) for m in macro],
+                                              [round(100 * float(t), 1) for t in top5])
     print(f"cells: {cells}")
-    print("| setting | tau | mean d macro top-5 | mean d top-5 | per cell d macro | "
+    print(f"| setting | tau | mean d macro top-5 | {'min' if rule == 'per_cell' else 'mean'} "
+          "d top-5 | per cell d macro | "
           "per cell d top-5 | feasible |\n|---|---|---|---|---|---|---|")
     ranked = sorted(candidates.items(), key=lambda item: -item[1][0])
     for (setting, tau), (macro, top5, macros, top5s) in ranked:
@@ -258,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=str(HERE / "results" / "study_long_tail.jsonl"))
+    parser.add_argument("--rule", choices=["per_cell", "mean"], default="per_cell",
+                        help="for --select: the top-5 constraint per cell or on the mean")
     parser.add_argument("--table", nargs="+", metavar="JSONL",
                         help="print the tables of these result files and exit")
     parser.add_argument("--select", nargs="+", metavar="JSONL",
@@ -267,7 +283,7 @@ def main(argv=None):
         print(table(args.table))
         return
     if args.select:
-        select(args.select)
+        select(args.select, args.rule)
         return
     torch.set_num_threads(1)
     out = Path(args.out)
