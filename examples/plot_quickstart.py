@@ -181,8 +181,8 @@ for name, model in models.items():
 # balanced hinge, selected and early-stopped on the plain top-5 accuracy, is
 # below cross-entropy in macro top-5 (0.32). These are single runs on one
 # split: over five splits of the full data set, with every estimator at its
-# defaults, the imbalanced hinge gains 2.6 points of macro top-5 over
-# cross-entropy and loses 1.9 points of top-5. Decide which average matters
+# defaults, the imbalanced hinge gains 2.4 points of macro top-5 over
+# cross-entropy and loses 1.7 points of top-5. Decide which average matters
 # for your application and select on it, with the matching scorer, e.g.
 # ``make_top_k_scorer(5, average="macro")``.
 #

@@ -437,7 +437,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             if architecture != fitted:
                 # activation or dropout changed: same weights, new layers around them.
                 module = _build_mlp(architecture, torch.Generator().manual_seed(0))
-                module.load_state_dict(self.module_.state_dict())
+                _copy_layer_weights(self.module_, module)
                 return module
         return copy.deepcopy(self.module_)
 
@@ -1004,6 +1004,28 @@ class _SavedModule:
 
     def __init__(self, tree):
         self.tree = tree
+
+
+def _copy_layer_weights(source, target):
+    """Copy the weights of ``source`` into ``target``, weighted layer by weighted layer.
+
+    The two MLPs differ only in weight-free layers (activation, dropout), whose
+    insertion shifts the positions in ``state_dict`` keys, so layers are matched
+    in order rather than by key.
+    """
+    def weighted(module):
+        return [m for m in module.modules()
+                if next(m.parameters(recurse=False), None) is not None]
+
+    with torch.no_grad():
+        for old, new in zip(weighted(source), weighted(target), strict=True):
+            for (name, value), (new_name, slot) in zip(
+                    old.named_parameters(recurse=False), new.named_parameters(recurse=False),
+                    strict=True):
+                if name != new_name or value.shape != slot.shape:
+                    raise RuntimeError(f"layer mismatch: {name} {tuple(value.shape)} against "
+                                       f"{new_name} {tuple(slot.shape)}")
+                slot.copy_(value)
 
 
 def _build_mlp(architecture, generator):
