@@ -1335,9 +1335,9 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
         Monte-Carlo draws of the smoothing.
     max_margin : float, default=0.4
         Margin of the rarest class. The paper used 0.2; on validation splits of
-        two long-tailed data sets, under two training budgets, 0.4 gave higher
-        macro top-5 at the same or higher top-5 (``benchmarks/RESULTS.md``).
-        It is also the margin of ``loss="ldam"``.
+        two long-tailed data sets, under two training budgets, 0.4 gave a higher
+        macro top-5 on average and a top-5 as high or higher
+        (``benchmarks/RESULTS.md``). It is also the margin of ``loss="ldam"``.
     scale : float, default=60.0
         Multiplier of the cosine scores inside the loss.
     loss : {"topk_hinge", "ldam"}, default="topk_hinge"
