@@ -14,7 +14,8 @@ top-K SVM of Berrada et al. This script tests each claim here:
   top-5 and macro top-5 accuracy, fit time.
 - ``cost``: forward+backward time of the losses versus C and k (a figure).
 - ``defaults``: every estimator at its defaults (no tuning), cities and languages
-  with 0, 20 and 40% label noise, with the paired difference to cross-entropy.
+  with 0, 20 and 40% label noise, with the paired difference to cross-entropy;
+  ``--datasets languages_lt``: the long-tailed languages of ``study_long_tail.py``.
 
 Protocol (the same for every method): per seed, a stratified 60/20/20
 train/validation/test split in which every class keeps at least one training
@@ -265,6 +266,13 @@ DEFAULTS = {
         "TopKClassifier(loss='logit_adjusted', monitor='macro_top_k')": (
             TopKClassifier, {"loss": "logit_adjusted", "monitor": "macro_top_k"}),
     },
+    # The long-tailed languages of study_long_tail.py (built per seed).
+    "languages_lt": {
+        "ImbalancedTopKClassifier()": (ImbalancedTopKClassifier, {}),
+        "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
+        "TopKClassifier(loss='logit_adjusted', monitor='macro_top_k')": (
+            TopKClassifier, {"loss": "logit_adjusted", "monitor": "macro_top_k"}),
+    },
     "languages": {
         "TopKClassifier()": (TopKClassifier, {}),
         "TopKClassifier(loss='cross_entropy')": (TopKClassifier, {"loss": "cross_entropy"}),
@@ -281,12 +289,17 @@ def part_defaults(seeds, datasets=("cities", "languages"), methods=None):
     rows = []
     for seed in seeds:
         for dataset in datasets:
-            data = load_cities() if dataset == "cities" else load_languages()
+            if dataset == "languages_lt":
+                from study_long_tail import load_languages_long_tail
+                texts, target = load_languages_long_tail(seed)
+            else:
+                data = load_cities() if dataset == "cities" else load_languages()
+                texts, target = list(data.data), data.target
             rng = np.random.default_rng(seed)
-            parts = split_three_ways(data.target, rng)
-            X_train, _, X_test = featurize(list(data.data), parts, seed)
-            y_train, _, y_test = (data.target[p] for p in parts)
-            for noise in ((0.0,) if dataset == "cities" else (0.0, 0.2, 0.4)):
+            parts = split_three_ways(target, rng)
+            X_train, _, X_test = featurize(texts, parts, seed)
+            y_train, _, y_test = (target[p] for p in parts)
+            for noise in ((0.0, 0.2, 0.4) if dataset == "languages" else (0.0,)):
                 noisy = corrupt_labels(y_train, noise, random_state=seed) if noise else y_train
                 for name, (Estimator, params) in DEFAULTS[dataset].items():
                     if methods and name not in methods:

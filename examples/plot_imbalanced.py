@@ -93,8 +93,8 @@ network = dict(hidden_layer_sizes=(256,), batch_size=512, learning_rate=3e-3,
 models = {
     "cross-entropy": TopKClassifier(loss="cross_entropy", **network),
     "LDAM": ImbalancedTopKClassifier(loss="ldam", max_margin=0.2, scale=40.0, **network),
-    "imbalanced top-5 hinge": ImbalancedTopKClassifier(k=5, epsilon=0.01, logit_adjustment=0.0,
-                                                       **network),
+    "imbalanced top-5 hinge": ImbalancedTopKClassifier(k=5, epsilon=0.01, max_margin=0.2,
+                                                       logit_adjustment=0.0, **network),
 }
 
 # %%

@@ -1,0 +1,295 @@
+"""Choose the defaults of ImbalancedTopKClassifier on two long-tailed data sets, two protocols.
+
+Scored on the VALIDATION split only; the test split is never read here (the
+one test comparison is ``reproduce_paper.py defaults``).
+
+Data sets (per seed, the 60/20/20 per-class split and the tf-idf + SVD 256
+features of ``reproduce_paper.py``, fitted on the training texts):
+
+- ``cities``: GeoNames city name -> country (bundled; 210 classes, Gini 0.78).
+- ``languages_lt``: a long-tailed version of the bundled UDHR languages, built
+  deterministically per seed by :func:`load_languages_long_tail`. Chunks of 20
+  characters (``load_languages(chunk_length=20)``, every chunk of every language
+  with at least 4). A profile of ``N_CLASSES = 200`` total counts
+  ``n_r = max(4, round(150 * exp(-10 r / 200)))``, r = 0..199 (exponential decay
+  from 150 to the floor of 4); rank r, largest first, takes a language drawn at
+  random (seeded) among the unused ones with at least ``n_r`` chunks, and keeps a
+  random ``n_r`` of its chunks. The per-class 60/20/20 split then leaves every
+  class at least 2 training chunks (a class of 4 gives 2 / 1 / 1); validation and
+  test are drawn per class in proportion, as for cities, so both are long-tailed
+  too. 3,502 chunks, 2,058 for training (2 to 90 per class); Gini of the
+  training counts 0.67 (printed per seed). The 20-character chunks make the problem harder than
+  the balanced 40-character version (top-5 near 97% there). The languages'
+  texts cannot give a steeper tail: few have more than 150 chunks of 20
+  characters, and the floor is 4 chunks.
+
+Protocols: ``defaults`` (each estimator's own defaults: MLP 256, ``max_epochs``
+100, patience 10) and ``outside`` (``hidden_layer_sizes=(512,)``,
+``max_epochs=40``, everything else default: the protocol of the outside
+long-tailed benchmark of issue 10).
+
+Settings: ImbalancedTopKClassifier variants, each trained with
+``logit_adjustment=0``; the post-hoc adjustment ``s * scale - tau * log(prior)``
+(training priors) is applied afterwards for every tau of ``TAUS``: it changes
+nothing in training or early stopping, so ``"imb"`` at tau 1.5 is exactly
+``ImbalancedTopKClassifier(logit_adjustment=1.5)``, the defaults before this
+study. Baselines: ``TopKClassifier(loss="cross_entropy")`` (its post-hoc taus
+are recorded too) and ``TopKClassifier(loss="logit_adjusted",
+monitor="macro_top_k")``.
+
+Selection rule, fixed before any result was read (``--rule mean``): a candidate
+is a setting and a tau. Differences to cross-entropy are paired (same data set,
+protocol, seed) and averaged over seeds 0 and 1. The chosen defaults maximise
+the mean over the four (data set, protocol) cells of the validation macro top-5
+gain over cross-entropy, subject to the mean over the four cells of the
+validation top-5 difference being >= -1.0 point. The current defaults are kept
+unless the best candidate beats them by at least 0.3 points of that objective
+(noise level of two seeds).
+
+Revised rule (``--rule per_cell``, the default), fixed after round 1 and before
+round 2: the same objective, subject to the top-5 difference being >= -1.0
+point in EVERY cell. Round 1 showed the averaged constraint to be too loose: on
+the long-tailed languages every imbalanced setting is 2-4 top-5 points above
+cross-entropy, and that surplus let the first rule pick a tau that costs 3.8
+top-5 points on cities, against issue 10's limit of 1.0.
+
+Each row (one fit: data set, protocol, setting, seed) is appended to
+``benchmarks/results/study_long_tail.jsonl`` with epochs, fit seconds, commit,
+versions and thread count.
+
+Usage::
+
+    python benchmarks/study_long_tail.py --datasets languages_lt cities --seeds 0 1
+    python benchmarks/study_long_tail.py --settings ce imb "imb top_k" --protocols outside
+    python benchmarks/study_long_tail.py --table benchmarks/results/study_long_tail.jsonl
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from reproduce_paper import featurize, provenance, split_three_ways  # noqa: E402
+
+from sktopk import ImbalancedTopKClassifier, TopKClassifier  # noqa: E402
+from sktopk._logit_adjusted import posthoc_logit_adjust  # noqa: E402
+from sktopk.datasets import load_cities, load_languages  # noqa: E402
+from sktopk.metrics import top_k_accuracy_score  # noqa: E402
+
+K = 5
+N_CLASSES, HEAD, FLOOR, DECAY = 200, 150, 4, 10.0
+TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+PROTOCOLS = {"defaults": {}, "outside": {"hidden_layer_sizes": (512,), "max_epochs": 40}}
+ESTIMATORS = {"imb": ImbalancedTopKClassifier, "topk": TopKClassifier}
+NO_TAU = {"logit_adjustment": 0.0}
+# label -> (estimator, parameters on top of the protocol and the estimator's defaults)
+SETTINGS = {
+    "ce": ("topk", {"loss": "cross_entropy"}),
+    "la_ce macro": ("topk", {"loss": "logit_adjusted", "monitor": "macro_top_k"}),
+    "imb": ("imb", NO_TAU),
+    "imb top_k": ("imb", {**NO_TAU, "monitor": "top_k"}),
+    "imb B10": ("imb", {**NO_TAU, "n_perturbations": 10}),
+    "imb cos": ("imb", {**NO_TAU, "lr_schedule": "cosine"}),
+    "imb m.1": ("imb", {**NO_TAU, "max_margin": 0.1}),
+    "imb m.4": ("imb", {**NO_TAU, "max_margin": 0.4}),
+    "imb s30": ("imb", {**NO_TAU, "scale": 30.0}),
+    # Round 2 (after round 1 showed max_margin 0.4 ahead on both data sets).
+    "imb m.6": ("imb", {**NO_TAU, "max_margin": 0.6}),
+    "imb m.8": ("imb", {**NO_TAU, "max_margin": 0.8}),
+    "imb m.4 B10": ("imb", {**NO_TAU, "max_margin": 0.4, "n_perturbations": 10}),
+    "imb m.4 top_k": ("imb", {**NO_TAU, "max_margin": 0.4, "monitor": "top_k"}),
+}
+
+
+def gini(counts):
+    counts = np.sort(np.asarray(counts, dtype=float))
+    n = len(counts)
+    return float((2 * np.arange(1, n + 1) - n - 1) @ counts / (n * counts.sum()))
+
+
+def load_languages_long_tail(seed):
+    """Texts and labels of the long-tailed languages data of one seed (see the module doc)."""
+    bunch = load_languages(chunk_length=20, max_chunks_per_language=10**6,
+                           min_chunks_per_language=FLOOR)
+    rng = np.random.default_rng([seed, 20])
+    available = np.bincount(bunch.target)
+    profile = np.maximum(FLOOR, np.round(HEAD * np.exp(-DECAY * np.arange(N_CLASSES)
+                                                       / N_CLASSES))).astype(int)
+    keep, used = [], np.zeros(len(available), dtype=bool)
+    for rank, count in enumerate(profile):
+        pool = np.flatnonzero((available >= count) & ~used)
+        language = rng.choice(pool)
+        used[language] = True
+        members = np.flatnonzero(bunch.target == language)
+        keep.append((rank, rng.choice(members, size=count, replace=False)))
+    texts = [bunch.data[i] for _, rows in keep for i in rows]
+    target = np.concatenate([np.full(len(rows), rank) for rank, rows in keep])
+    return texts, target
+
+
+def load_data(dataset, seed):
+    """Training and validation features and labels (the test part is dropped)."""
+    if dataset == "cities":
+        bunch = load_cities()
+        texts, target = list(bunch.data), bunch.target
+    else:
+        texts, target = load_languages_long_tail(seed)
+    parts = split_three_ways(target, np.random.default_rng(seed))
+    X_train, X_val, _ = featurize(texts, parts, seed)
+    return X_train, target[parts[0]], X_val, target[parts[1]]
+
+
+def scores_at(y, scores, labels):
+    return [top_k_accuracy_score(y, scores, k=1, labels=labels),
+            top_k_accuracy_score(y, scores, k=K, labels=labels),
+            top_k_accuracy_score(y, scores, k=K, average="macro", labels=labels)]
+
+
+def run(datasets, protocols, settings, seeds, out):
+    info = provenance()  # once, at the start: the code this process has loaded
+    for dataset in datasets:
+        for seed in seeds:
+            X_train, y_train, X_val, y_val = load_data(dataset, seed)
+            counts = np.bincount(y_train)
+            print(f"# {dataset} seed {seed}: {len(y_train)} training rows, {len(counts)} "
+                  f"classes, Gini {gini(counts):.3f}, min {counts.min()}", flush=True)
+            for protocol in protocols:
+                for label in settings:
+                    kind, params = SETTINGS[label]
+                    clf = ESTIMATORS[kind](**{**PROTOCOLS[protocol], **params},
+                                           random_state=seed)
+                    start = time.perf_counter()
+                    clf.fit(X_train, y_train)
+                    seconds = time.perf_counter() - start
+                    logits = clf.decision_function(X_val) * clf._logit_scale()
+                    row = {"dataset": dataset, "protocol": protocol, "setting": label,
+                           "seed": seed, "params": params, "epochs": clf.n_iter_,
+                           "fit_seconds": round(seconds, 1),
+                           "train_gini": round(gini(counts), 3), **info,
+                           # tau -> [top-1, top-5, macro top-5] on validation
+                           "val": {str(tau): scores_at(
+                               y_val, posthoc_logit_adjust(logits, clf.class_counts_, tau),
+                               clf.classes_) for tau in TAUS}}
+                    with out.open("a") as handle:
+                        handle.write(json.dumps(row) + "\n")
+                    print(json.dumps({k: v for k, v in row.items() if k != "params"}),
+                          flush=True)
+
+
+def load_rows(paths):
+    return [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
+            if line.strip()]
+
+
+def table(paths, taus=(0.0, 1.0, 1.5, 2.0, 2.5)):
+    """Mean validation figures over seeds, with the paired differences to cross-entropy."""
+    rows = load_rows(paths)
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["dataset"], row["protocol"]), {}).setdefault(
+            row["setting"], {})[row["seed"]] = row
+    lines = []
+    for (dataset, protocol), by_setting in sorted(cells.items()):
+        ce = by_setting.get("ce", {})
+        lines += [f"\n{dataset}, protocol {protocol} (validation, mean over seeds; "
+                  "differences to cross-entropy at tau 0, paired by seed)\n",
+                  "| setting | tau | seeds | epochs | top-1 | top-5 | macro top-5 | "
+                  "d top-5 | d macro top-5 |", "|" + "---|" * 9]
+        for setting, by_seed in by_setting.items():
+            for tau in taus if setting != "la_ce macro" else (0.0,):
+                vals = np.array([r["val"][str(tau)] for r in by_seed.values()]) * 100
+                seeds = sorted(by_seed)
+                paired = [s for s in seeds if s in ce]
+                diff = (np.mean([np.subtract(by_seed[s]["val"][str(tau)],
+                                             ce[s]["val"]["0.0"]) for s in paired], axis=0)
+                        * 100 if paired else [np.nan] * 3)
+                epochs = np.mean([r["epochs"] for r in by_seed.values()])
+                lines.append(f"| {setting} | {tau} | {len(seeds)} | {epochs:.0f} | "
+                             f"{vals[:, 0].mean():.1f} | {vals[:, 1].mean():.1f} | "
+                             f"{vals[:, 2].mean():.1f} | {diff[1]:+.1f} | {diff[2]:+.1f} |")
+    return "\n".join(lines)
+
+
+def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3):
+    """Apply the selection rule of the module doc to the rows; print the ranking."""
+    rows = load_rows(paths)
+    by = {}
+    for row in rows:
+        by.setdefault((row["dataset"], row["protocol"]), {}).setdefault(
+            row["setting"], {})[row["seed"]] = row["val"]
+    cells = sorted(by)
+    candidates = {}
+    for setting in SETTINGS:
+        if not setting.startswith("imb"):
+            continue
+        for tau in TAUS:
+            top5, macro, complete = [], [], True
+            for cell in cells:
+                ce, mine = by[cell].get("ce", {}), by[cell].get(setting, {})
+                seeds = sorted(set(ce) & set(mine))
+                if not seeds:
+                    complete = False
+                    break
+                top5.append(np.mean([mine[s][str(tau)][1] - ce[s]["0.0"][1] for s in seeds]))
+                macro.append(np.mean([mine[s][str(tau)][2] - ce[s]["0.0"][2] for s in seeds]))
+            if complete:
+                worst = np.min(top5) if rule == "per_cell" else np.mean(top5)
+                candidates[(setting, tau)] = (100 * np.mean(macro), 100 * worst,
+                                              [round(100 * float(m), 1) for m in macro],
+                                              [round(100 * float(t), 1) for t in top5])
+    print(f"cells: {cells}")
+    print(f"| setting | tau | mean d macro top-5 | {'min' if rule == 'per_cell' else 'mean'} "
+          "d top-5 | per cell d macro | "
+          "per cell d top-5 | feasible |\n|---|---|---|---|---|---|---|")
+    ranked = sorted(candidates.items(), key=lambda item: -item[1][0])
+    for (setting, tau), (macro, top5, macros, top5s) in ranked:
+        print(f"| {setting} | {tau} | {macro:+.2f} | {top5:+.2f} | {macros} | {top5s} | "
+              f"{'yes' if top5 >= limit else 'no'} |")
+    feasible = [(key, value) for key, value in ranked if value[1] >= limit]
+    if not feasible:
+        print("no candidate meets the top-5 constraint")
+        return
+    best, value = feasible[0]
+    keep = candidates.get(current)
+    if keep is not None and keep[1] >= limit and value[0] - keep[0] < margin:
+        print(f"chosen: the current defaults {current} (best {best} is {value[0] - keep[0]:+.2f})")
+    else:
+        print(f"chosen: {best}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["languages_lt", "cities"],
+                        choices=["languages_lt", "cities"])
+    parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--out", default=str(HERE / "results" / "study_long_tail.jsonl"))
+    parser.add_argument("--rule", choices=["per_cell", "mean"], default="per_cell",
+                        help="for --select: the top-5 constraint per cell or on the mean")
+    parser.add_argument("--table", nargs="+", metavar="JSONL",
+                        help="print the tables of these result files and exit")
+    parser.add_argument("--select", nargs="+", metavar="JSONL",
+                        help="apply the selection rule to these result files and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
+    if args.select:
+        select(args.select, args.rule)
+        return
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    run(args.datasets, args.protocols, args.settings, args.seeds, out)
+
+
+if __name__ == "__main__":
+    main()
