@@ -26,15 +26,14 @@ SAMPLERS = ("auto", "dense", "sparse")
 # relative error of timed calls over shapes and score regimes; see
 # benchmarks/RESULTS.md, section 1a). Only their ratios matter. The rule is a
 # fixed function of the call, never timed at run time, so that a seeded fit
-# draws the same numbers on every run.
+# draws the same numbers on every run. The fit's per-row and per-(row, draw) terms
+# of the sparse path came out as zero and are left out.
 _COST_DENSE_DRAW = 4.6  # dense: one Gaussian draw and its share of topk
 _COST_DENSE_PAIR = 1530.0  # dense: per (row, draw)
 _COST_DENSE_FIXED = 2.9e5
 _COST_POOL_SCORE = 3.6  # the candidate pool: per score of the row
 _COST_POOL_SLOT = 44.0  # per sorted slot of the pool
-_COST_POOL_ROW = 0.0
 _COST_CANDIDATE = 12.0  # one perturbed candidate and its share of the k-th largest
-_COST_PAIR = 0.0  # per (row, draw): absorbed by the other terms in the fit
 _COST_GROUP = 410.0  # per (row, draw) and group: its rate and first proposal gap
 _COST_PROPOSAL = 140.0  # per proposed column: thinning, truncated draw, merge
 # A floor for the ~100 small torch operations of a call, so that tiny calls stay
@@ -157,9 +156,8 @@ def _expected_kth(top, k, epsilon, sizes):
 def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups):
     """Estimated cost (ns) of a sparse call without its proposals."""
     pairs = n_rows * n_perturbations
-    return (_COST_FIXED + n_rows * (_COST_POOL_SCORE * n_columns + _COST_POOL_SLOT * (pool + 1)
-                                    + _COST_POOL_ROW)
-            + pairs * (_COST_CANDIDATE * m + _COST_PAIR + _COST_GROUP * n_groups))
+    return (_COST_FIXED + n_rows * (_COST_POOL_SCORE * n_columns + _COST_POOL_SLOT * (pool + 1))
+            + pairs * (_COST_CANDIDATE * m + _COST_GROUP * n_groups))
 
 
 def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
@@ -168,30 +166,29 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
     sizes = [k * factor for factor in _MENU if k * factor < min(n_columns, width)]
     if not sizes:
         return {}
-    top = top_values[:, :width].double()
+    top = top_values.double()
     # float32 is plenty for a cost estimate, and twice as fast.
     u = _expected_kth(top[:, :max(sizes)].float(), k, epsilon, sizes).double()  # (rows, sizes)
-    menu = {}
+    groups = {}
     for m in sizes:
         pools = {min(m * factor, n_columns - 1, _POOL_MAX) for factor in _POOL_MENU}
-        menu[m] = sorted(pool for pool in pools if m <= pool < width)
+        for pool in sorted(pools):
+            if m <= pool < width:
+                groups[m, pool] = proposal_groups(m, pool, n_columns)
     # The mean over rows of each group's rate needs the scores at a few slots only.
-    slots = sorted({slot for m, pools in menu.items() for pool in pools
-                    for slot in tier_edges(m, pool)})
+    slots = sorted({slot for bound_slots, _ in groups.values() for slot in bound_slots})
     column = {slot: j for j, slot in enumerate(slots)}
     rates = _log_tail((u.unsqueeze(2) - top[:, slots].unsqueeze(1)) / epsilon).exp().mean(0)
     rates = rates.tolist()  # (sizes, slots)
     pairs = n_rows * n_perturbations
     costs = {}
-    for i, m in enumerate(sizes):
-        for pool in menu[m]:
-            edges = tier_edges(m, pool)
-            per_pair = sum((b - a) * rates[i][column[a]]
-                           for a, b in zip(edges[:-1], edges[1:], strict=True))
-            per_pair += n_columns * rates[i][column[pool]]
-            costs[m, pool] = (_fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool,
-                                                 len(edges))
-                              + _COST_PROPOSAL * pairs * per_pair)
+    for (m, pool), (bound_slots, lengths) in groups.items():
+        rate = rates[sizes.index(m)]
+        per_pair = sum(length * rate[column[slot]]
+                       for slot, length in zip(bound_slots, lengths, strict=True))
+        costs[m, pool] = (_fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool,
+                                             len(lengths))
+                          + _COST_PROPOSAL * pairs * per_pair)
     return costs
 
 
@@ -301,6 +298,22 @@ def _geometric_proposals(log_q, log_1mq, lengths, generator):
         active, position, end, rate = active[still], position[still], end[still], rate[still]
         length, next_length = next_length, int(min(2 * next_length, longest))
     return torch.cat(units_out), torch.cat(positions_out)
+
+
+def proposal_groups(m, pool, n_columns):
+    """The groups of :func:`kth_largest_perturbed_sparse` (Notes, 3) for m candidates.
+
+    Returns ``(bound_slots, lengths)``: for each group, the pool slot holding its
+    highest score and the number of positions it proposes from. The pool's tiers
+    (:func:`tier_edges`) come first; then, when the pool does not cover the row,
+    the outside group, which proposes over all C columns (the pool's are dropped).
+    """
+    edges = tier_edges(m, pool)
+    bound_slots = edges[:-1]
+    lengths = [end - start for start, end in zip(edges[:-1], edges[1:], strict=True)]
+    if pool < n_columns:
+        bound_slots, lengths = bound_slots + [pool], lengths + [n_columns]
+    return bound_slots, lengths
 
 
 def tier_edges(m, pool):
@@ -430,15 +443,11 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
 
     u = values.reshape(-1)
     # The groups of Notes 3: the pool's tiers (slot ranges), then the outside.
-    edges = tier_edges(m, pool)
-    n_tiers = len(edges) - 1
-    bound_slots = edges[:-1] + ([pool] if pool < n_columns else [])
+    bound_slots, lengths = proposal_groups(m, pool, n_columns)
     bounds = top_values[:, bound_slots].double().repeat_interleave(n_draws, dim=0)
     z = (u.unsqueeze(1) - bounds) / epsilon  # (pairs, groups)
     log_q, log_1mq = _log_tail(z), torch.special.log_ndtr(z)
-    lengths = torch.tensor([b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
-                           + ([n_columns] if pool < n_columns else []),
-                           dtype=torch.float64, device=device)
+    lengths = torch.tensor(lengths, dtype=torch.float64, device=device)
     expected = log_q.exp() * lengths  # proposals per pair and group, in expectation
     per_pair = expected.sum(1)
     total = float(per_pair.sum())
@@ -453,8 +462,8 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
                                                     device=device))
     starts = [0] + cuts.tolist()
     ends = cuts.tolist() + [u.numel()]
-    groups = _Groups(x, u, top_values, top_columns, edges, n_tiers, pool, log_q, log_1mq,
-                     lengths, n_draws, epsilon, generator)
+    groups = _Groups(x, u, top_values, top_columns, m, pool, log_q, log_1mq, lengths, n_draws,
+                     epsilon, generator)
     kept = [groups.accepted(start, end) for start, end in zip(starts, ends, strict=True)
             if end > start]
     kept = [part for part in kept if part is not None]
@@ -468,12 +477,13 @@ def kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator=None,
 class _Groups:
     """Proposals and acceptance for the groups of Notes 3, over a block of pairs."""
 
-    def __init__(self, x, u, top_values, top_columns, edges, n_tiers, pool, log_q, log_1mq,
-                 lengths, n_draws, epsilon, generator):
+    def __init__(self, x, u, top_values, top_columns, m, pool, log_q, log_1mq, lengths, n_draws,
+                 epsilon, generator):
         self.x, self.u = x, u
         self.top_values, self.top_columns = top_values, top_columns
+        edges = tier_edges(m, pool)
         self.edges = torch.tensor(edges[:-1], dtype=torch.long, device=x.device)
-        self.n_tiers, self.pool = n_tiers, pool
+        self.n_tiers, self.pool = len(edges) - 1, pool
         self.log_q, self.log_1mq, self.lengths = log_q, log_1mq, lengths
         self.n_draws, self.epsilon, self.generator = n_draws, epsilon, generator
 
@@ -583,17 +593,15 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
         if n_columns <= k + 1 or floor >= _MARGIN * dense:
             return None
     top_values = _subset_top(x, k)
-    path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
-                                 n_rows=n_rows)
     if sampler == "sparse":
-        if sizes is None:
-            # The cheapest sparse sizes, even if dense would be cheaper; with
-            # C <= k + 1 every column is a candidate.
-            costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
-            sizes = min(costs, key=costs.get) if costs else (n_columns, n_columns)
-        m, pool = sizes
+        # The cheapest sparse sizes, even where dense would be cheaper; with
+        # C <= k + 1 every column is a candidate.
+        costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
+        m, pool = min(costs, key=costs.get) if costs else (n_columns, n_columns)
         return kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator, m=m,
                                             pool=pool)
+    path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
+                                 n_rows=n_rows)
     if path == "dense":
         return None
     m, pool = sizes
