@@ -198,18 +198,17 @@ def time_case(n, c, k, b, device, repeats, only=None):
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def peak_memory_subprocess(n, c, k, b, method):
-    """Peak extra resident memory (bytes) of one call, measured in a fresh process."""
+def _peak_memory_in_subprocess(setup, timeout):
+    """Peak extra resident memory (bytes) of ``fn(scores, target).backward()`` in a fresh process.
+
+    ``setup`` is the code that defines ``fn``, ``scores`` and ``target`` and runs ``fn``
+    once on a small input (to load the code paths before the baseline).
+    """
     code = f"""
 import torch, json, sys
 sys.path.insert(0, {repr(sys.path[0])})
 torch.set_num_threads(1)
-from bench_losses import make_methods
-scores = torch.randn({n}, {c}, requires_grad=True)
-target = torch.randint(0, {c}, ({n},))
-fn = make_methods({n}, {c}, {k}, {b}, "cpu")[{method!r}]
-small = torch.randn(8, {c}, requires_grad=True)
-fn(small, target[:8]).backward()  # load code paths before the baseline
+{setup}
 def high_water_kib():
     # VmHWM belongs to this process image; ru_maxrss would start at the parent's peak.
     for line in open("/proc/self/status"):
@@ -220,10 +219,22 @@ fn(scores, target).backward()
 print(json.dumps((high_water_kib() - before) * 1024))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=timeout)
     if out.returncode != 0:
         return None
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def peak_memory_subprocess(n, c, k, b, method):
+    """Peak extra resident memory (bytes) of one call, measured in a fresh process."""
+    return _peak_memory_in_subprocess(f"""
+from bench_losses import make_methods
+scores = torch.randn({n}, {c}, requires_grad=True)
+target = torch.randint(0, {c}, ({n},))
+fn = make_methods({n}, {c}, {k}, {b}, "cpu")[{method!r}]
+small = torch.randn(8, {c}, requires_grad=True)
+fn(small, target[:8]).backward()
+""", timeout=600)
 
 
 def grid(name):
@@ -290,29 +301,14 @@ def time_methods(scores, target, methods, repeats):
 
 def peak_memory_of_saved(path, method, regime, k, b):
     """Peak extra resident memory (bytes) of one call on saved scores, in a fresh process."""
-    code = f"""
-import torch, json, sys
-sys.path.insert(0, {repr(sys.path[0])})
-torch.set_num_threads(1)
+    return _peak_memory_in_subprocess(f"""
 from bench_losses import regime_methods
 scores, target, counts = torch.load({path!r})
 fn = regime_methods({regime!r}, {k}, {b}, counts.tolist())[{method!r}]
 scores.requires_grad_(True)
 small = scores[:8].detach().clone().requires_grad_(True)
 fn(small, target[:8]).backward()
-def high_water_kib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-before = high_water_kib()
-fn(scores, target).backward()
-print(json.dumps((high_water_kib() - before) * 1024))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=1200)
-    if out.returncode != 0:
-        return None
-    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+""", timeout=1200)
 
 
 def cached_trained_scores(cache, source, c, n, cosine):
