@@ -22,22 +22,28 @@ Usage::
 
 import argparse
 import json
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import sklearn
-import skorch
 import torch
 
-from sktopk import ImbalancedTopKClassifier, TopKClassifier
-from sktopk._logit_adjusted import posthoc_logit_adjust
-from sktopk.datasets import corrupt_labels, load_cities, load_languages, make_text_vectorizer
-from sktopk.metrics import top_k_accuracy_score
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from reproduce_paper import provenance, split_three_ways  # noqa: E402
+
+from sktopk import ImbalancedTopKClassifier, TopKClassifier  # noqa: E402
+from sktopk._logit_adjusted import posthoc_logit_adjust  # noqa: E402
+from sktopk.datasets import (  # noqa: E402
+    corrupt_labels,
+    load_cities,
+    load_languages,
+    make_text_vectorizer,
+)
+from sktopk.metrics import top_k_accuracy_score  # noqa: E402
+
 BASE = {"hidden_layer_sizes": (512,), "max_epochs": 40}
 ESTIMATORS = {"imb": ImbalancedTopKClassifier, "topk": TopKClassifier}
 CE = {"loss": "cross_entropy"}
@@ -111,20 +117,6 @@ GRIDS = {
 }
 
 
-def split_three_ways(y, rng, valid=0.2, test=0.2):
-    """Per-class split keeping at least one training sample in every class."""
-    train, val, tst = [], [], []
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        n = len(members)
-        n_test = min(int(round(test * n)), n - 1)
-        n_val = min(int(round(valid * n)), n - 1 - n_test)
-        tst.append(members[:n_test])
-        val.append(members[n_test:n_test + n_val])
-        train.append(members[n_test + n_val:])
-    return tuple(np.sort(np.concatenate(part)) for part in (train, val, tst))
-
-
 def load_split(data, seed, noise, features="svd"):
     """Training and validation features and labels of one seed (the test part is dropped).
 
@@ -143,17 +135,6 @@ def load_split(data, seed, noise, features="svd"):
         y_train = corrupt_labels(y_train, noise, random_state=seed)
         y_val = corrupt_labels(y_val, noise, random_state=seed + 1000)
     return X_train, y_train, X_val, y_val
-
-
-def provenance():
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", ":/sktopk", ":/benchmarks/*.py"],
-                           capture_output=True,
-                           text=True, cwd=HERE).stdout.strip()
-    return {"commit": commit + ("+dirty" if dirty else ""), "torch": torch.__version__,
-            "sklearn": sklearn.__version__, "skorch": skorch.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine()}
 
 
 def table(paths):
