@@ -45,6 +45,7 @@ from sktopk.functional import (
     smooth_topk_svm_loss,
     topk_hinge_loss,
 )
+from sktopk.backends import use_backend
 from sktopk.losses import ImbalancedTopKHingeLoss, TopKHingeLoss
 
 EPSILON = 1.0
@@ -66,6 +67,14 @@ pytopk = _optional("pytopk")
 difftopk = _optional("difftopk")
 
 
+def on_torch_path(loss):
+    """``loss`` on the dense torch path: neither compiled kernel (the reference dense path)."""
+    def run(s, y):
+        with use_backend("torch"):
+            return loss(s, y)
+    return run
+
+
 def make_methods(n, c, k, b, device):
     """name -> callable(scores, target) returning a scalar loss, or None when not applicable."""
     counts = torch.randint(1, 1000, (c,)).tolist()
@@ -75,6 +84,8 @@ def make_methods(n, c, k, b, device):
         "sktopk": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen),
         "sktopk_dense": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
                                                      sampler="dense"),
+        "sktopk_torch": on_torch_path(lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b,
+                                                                   generator=gen)),
         "sktopk_shared": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
                                                       noise="shared"),
         "sktopk_imbal": lambda s, y: imbalanced_topk_hinge_loss(
@@ -260,6 +271,8 @@ def regime_methods(regime, k, b, counts):
             "sktopk": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen),
             "sktopk_dense": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
                                                          sampler="dense"),
+            "sktopk_torch": on_torch_path(lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b,
+                                                                       generator=gen)),
         }
         if pytopk is not None:
             bal = pytopk.BalNoisedTopK(k=k, epsilon=EPSILON, n_sample=b)
@@ -272,6 +285,8 @@ def regime_methods(regime, k, b, counts):
         "sktopk_imbal_dense": lambda s, y: imbalanced_topk_hinge_loss(
             s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen,
             sampler="dense"),
+        "sktopk_imbal_torch": on_torch_path(lambda s, y: imbalanced_topk_hinge_loss(
+            s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen)),
     }
     if pytopk is not None:
         imbal = pytopk.ImbalNoisedTopK(k=k, epsilon=COSINE_EPSILON, max_m=0.2,
@@ -329,12 +344,15 @@ def cached_trained_scores(cache, source, c, n, cosine):
 def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
     """Time the losses on trained-network or cosine scores; print one table."""
     from sktopk._sparse_perturbed import _subset_top, choose_sampler
+    from sktopk._triton_dispatch import cpu_kernel_takes
 
     eps = EPSILON if regime == "trained" else COSINE_EPSILON
     cases = ([("cities", None)] if regime == "trained" else []) + [
         ("clusters", c) for c in classes]
-    names = (["cross_entropy", "sktopk", "sktopk_dense", "pytopk"] if regime == "trained"
-             else ["cross_entropy", "sktopk_imbal", "sktopk_imbal_dense", "pytopk_imbal"])
+    names = (["cross_entropy", "sktopk", "sktopk_dense", "pytopk", "sktopk_torch"]
+             if regime == "trained" else
+             ["cross_entropy", "sktopk_imbal", "sktopk_imbal_dense", "pytopk_imbal",
+              "sktopk_imbal_torch"])
     main_name, dense_name, ref_name = names[1], names[2], names[3]
     print(f"\n## regime {regime}: N={n}, k={k}, B={b}, epsilon={eps}\n")
     print("| scores | C | auto path | train s | " + " | ".join(names)
@@ -346,7 +364,9 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
         scores, target, counts = cached_trained_scores(cache, source, c, n, regime == "cosine")
         train_s = time.perf_counter() - start
         c = scores.shape[1]
-        path, sizes = choose_sampler(_subset_top(scores, k + 1), k + 1, eps, b, c, n_rows=n)
+        kernel = cpu_kernel_takes(scores, k + 1, "independent")
+        path, sizes = choose_sampler(_subset_top(scores, k + 1), k + 1, eps, b, c, n_rows=n,
+                                     kernel=kernel)
         methods = regime_methods(regime, k, b, counts.tolist())
         if n * c * b > PYTOPK_MAX_ELEMENTS:
             methods.pop(ref_name, None)
@@ -358,7 +378,8 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
         def ratio(a, bb, ms=ms):
             return f"{ms[a] / ms[bb]:.1f}x" if a in ms and bb in ms else "-"
 
-        label = f"sparse, m={sizes[0]}, pool={sizes[1]}" if path == "sparse" else "dense"
+        label = (f"sparse, m={sizes[0]}, pool={sizes[1]}" if path == "sparse"
+                 else "dense (C kernel)" if kernel else "dense")
         print(f"| {source} | {c} | {label} | {train_s:.0f} | "
               + " | ".join(cell(name) for name in names)
               + f" | {ratio(main_name, 'cross_entropy')} | {ratio(dense_name, main_name)} | "
@@ -407,7 +428,8 @@ def main(argv=None):
         print(f"# GPU: {torch.cuda.get_device_name()}")
     print(f"# pytopk: {'yes' if pytopk else 'missing'}, difftopk: "
           f"{'yes' if difftopk else 'missing'}")
-    columns = ["cross_entropy", "sktopk", "sktopk_dense", "sktopk_shared", "sktopk_imbal", "pytopk",
+    columns = ["cross_entropy", "sktopk", "sktopk_dense", "sktopk_torch", "sktopk_shared",
+               "sktopk_imbal", "pytopk",
                "pytopk_imbal", "sktopk_svm", "difftopk_svm", "randn_floor"]
     print("\n| N | C | k | B | " + " | ".join(columns)
           + " | pytopk / sktopk | difftopk_svm / sktopk | difftopk_svm / sktopk_svm "

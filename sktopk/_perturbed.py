@@ -20,7 +20,7 @@ columns that rise above them; ``sampler="auto"`` picks the cheaper per call.
 import torch
 from torch import nn
 
-from . import _triton_dispatch
+from . import _cpu_kernel, _triton_dispatch
 from ._sparse_perturbed import check_sampler, sample_sparse_or_none
 from ._validation import check_finite, check_non_negative_float, check_positive_int
 
@@ -85,11 +85,14 @@ def kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator=None,
 
 
 def _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise):
-    """The dense estimator: the fused Triton kernel when it can run, else torch."""
-    # CPU tensors never go to the kernel here (only tests run it on CPU, interpreted).
+    """The dense estimator: a fused kernel (Triton on CUDA, C on CPU) when one can run, else torch."""
+    # CPU tensors never go to the Triton kernel here (only tests run it on CPU, interpreted).
     kernel = x.is_cuda and _triton_dispatch.get_kernel(x, k, epsilon, n_perturbations, noise)
     if kernel:
         return kernel(x, k, epsilon, n_perturbations, generator, noise)
+    if _triton_dispatch.cpu_kernel_takes(x, k, noise):
+        return _cpu_kernel.kth_largest_perturbed_cpu(x, k, epsilon, n_perturbations, generator,
+                                                     noise)
     return kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator, noise)
 
 
@@ -103,6 +106,9 @@ def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise, sam
     backend = _triton_dispatch.current_backend()
     if backend == "triton":
         kernel = _triton_dispatch.require_kernel(x, k, epsilon, n_perturbations, noise)
+        return kernel(x, k, epsilon, n_perturbations, generator, noise)
+    if backend == "cpu_kernel":
+        kernel = _triton_dispatch.require_cpu_kernel(x, k, noise)
         return kernel(x, k, epsilon, n_perturbations, generator, noise)
     if backend in ("dense", "torch"):
         sampler = "dense"

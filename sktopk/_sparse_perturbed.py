@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from . import _triton_dispatch
+
 #: Accepted values of the ``sampler`` parameter.
 SAMPLERS = ("auto", "dense", "sparse")
 
@@ -31,6 +33,12 @@ SAMPLERS = ("auto", "dense", "sparse")
 _COST_DENSE_DRAW = 4.6  # dense: one Gaussian draw and its share of topk
 _COST_DENSE_PAIR = 1530.0  # dense: per (row, draw)
 _COST_DENSE_FIXED = 2.9e5
+# The dense path through the fused CPU kernel (sktopk/_cpu_kernel.c), without
+# its column skipping (an upper bound): fitted on random scores at C = 1000 and
+# 10000 (benchmarks/RESULTS.md, section 1a v3).
+_COST_KERNEL_DRAW = 2.1
+_COST_KERNEL_PAIR = 1250.0
+_COST_KERNEL_FIXED = 5e4
 _COST_POOL_SCORE = 3.6  # the candidate pool: per score of the row
 _COST_POOL_SLOT = 44.0  # per sorted slot of the pool
 _COST_CANDIDATE = 12.0  # one perturbed candidate and its share of the k-th largest
@@ -198,12 +206,15 @@ def proposal_cap(n_rows, n_columns):
     return n_rows * n_columns / 32
 
 
-def _dense_cost(n_rows, n_columns, n_perturbations):
+def _dense_cost(n_rows, n_columns, n_perturbations, kernel=False):
     pairs = n_rows * n_perturbations
+    if kernel:
+        return _COST_KERNEL_FIXED + pairs * (_COST_KERNEL_DRAW * n_columns + _COST_KERNEL_PAIR)
     return _COST_DENSE_FIXED + pairs * (_COST_DENSE_DRAW * n_columns + _COST_DENSE_PAIR)
 
 
-def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=None):
+def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=None,
+                   kernel=False):
     """The cheaper path for one call: ("sparse", (m, pool)) or ("dense", None).
 
     The rule: with a row's sorted top scores ``s_(1) >= s_(2) >= ...``, a
@@ -231,13 +242,15 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=No
         The call's parameters.
     n_rows : int, optional
         Rows of the call; default R.
+    kernel : bool, default=False
+        Whether the dense path is the fused CPU kernel (cheaper per draw).
 
     Returns
     -------
     (str, (int, int) or None)
     """
     n_rows = top_values.shape[0] if n_rows is None else n_rows
-    dense = _dense_cost(n_rows, n_columns, n_perturbations)
+    dense = _dense_cost(n_rows, n_columns, n_perturbations, kernel)
     costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
     if not costs:
         return "dense", None
@@ -569,9 +582,9 @@ def _merge_accepted(k, values, indices, best_values, best_where, candidate_colum
     indices.view(-1)[affected] = pool_columns.gather(1, top_k.indices[:, k - 1:]).squeeze(1)
 
 
-def dense_cost_in_proposals(n_rows, n_columns, n_perturbations):
+def dense_cost_in_proposals(n_rows, n_columns, n_perturbations, kernel=False):
     """The dense path's cost expressed as a number of proposals (the fallback threshold)."""
-    return _dense_cost(n_rows, n_columns, n_perturbations) / _COST_PROPOSAL
+    return _dense_cost(n_rows, n_columns, n_perturbations, kernel) / _COST_PROPOSAL
 
 
 def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
@@ -585,10 +598,11 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     cost 0.6 times the dense one.
     """
     n_rows, n_columns = x.shape
+    kernel = _triton_dispatch.cpu_kernel_takes(x, k, "independent")
     if sampler == "auto":
         if x.device.type != "cpu":
             return None  # the cost constants are CPU ones (module docstring)
-        dense = _dense_cost(n_rows, n_columns, n_perturbations)
+        dense = _dense_cost(n_rows, n_columns, n_perturbations, kernel)
         floor = _fixed_sparse_cost(n_rows, n_columns, n_perturbations, k, k, 1)
         if n_columns <= k + 1 or floor >= _MARGIN * dense:
             return None
@@ -601,10 +615,10 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
         return kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator, m=m,
                                             pool=pool)
     path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
-                                 n_rows=n_rows)
+                                 n_rows=n_rows, kernel=kernel)
     if path == "dense":
         return None
     m, pool = sizes
     return kth_largest_perturbed_sparse(
         x, k, epsilon, n_perturbations, generator, m=m, pool=pool,
-        max_proposals=dense_cost_in_proposals(n_rows, n_columns, n_perturbations))
+        max_proposals=dense_cost_in_proposals(n_rows, n_columns, n_perturbations, kernel))

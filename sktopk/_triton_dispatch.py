@@ -1,13 +1,15 @@
 """Backend choice for the perturbed k-th largest value: sampler, kernel, forcing.
 
-Three implementations compute the same estimator: the dense torch path
+Four implementations compute the same estimator: the dense torch path
 (``sktopk._perturbed.kth_largest_perturbed_torch``), the fused Triton kernel
-(``sktopk._triton_perturbed``, dense, CUDA) and the exact sparse sampler
-(``sktopk._sparse_perturbed``). Which one runs is decided per call:
+(``sktopk._triton_perturbed``, dense, CUDA), the fused CPU kernel
+(``sktopk._cpu_kernel``, dense, compiled at first use) and the exact sparse
+sampler (``sktopk._sparse_perturbed``). Which one runs is decided per call:
 
 - the ``sampler`` parameter ("auto", "dense", "sparse") chooses dense or sparse;
-- a dense call uses the kernel when :func:`sktopk._triton_perturbed.supports`
-  says it can (the one place that knows), else torch;
+- a dense call uses the Triton kernel when :func:`sktopk._triton_perturbed.supports`
+  says it can (the one place that knows), on CPU the C kernel when
+  :func:`sktopk._cpu_kernel.supports` does, else torch;
 - :func:`use_backend` overrides both inside a ``with`` block (tests, benchmarks).
 
 The kernel module is imported lazily, so sktopk imports and works without
@@ -20,7 +22,7 @@ import contextvars
 import os
 
 #: Backends :func:`use_backend` accepts.
-BACKENDS = ("auto", "dense", "sparse", "torch", "triton")
+BACKENDS = ("auto", "dense", "sparse", "torch", "triton", "cpu_kernel")
 
 #: False keeps the kernel off everywhere (``SKTOPK_DISABLE_TRITON=1``).
 ENABLED = os.environ.get("SKTOPK_DISABLE_TRITON", "0") in ("", "0")
@@ -48,12 +50,13 @@ def use_backend(backend):
 
     Parameters
     ----------
-    backend : {"auto", "dense", "sparse", "torch", "triton"}
-        "auto" restores the per-call choice (the ``sampler`` parameter, then the
-        kernel when it can run). "dense" and "sparse" override every call's
-        ``sampler``; "torch" is the dense torch path, never the kernel;
-        "triton" is the dense kernel, and a call it cannot take raises
-        ValueError with the reason. ``epsilon=0`` always takes the exact path.
+    backend : {"auto", "dense", "sparse", "torch", "triton", "cpu_kernel"}
+        "auto" restores the per-call choice (the ``sampler`` parameter, then a
+        kernel when one can run). "dense" and "sparse" override every call's
+        ``sampler``; "torch" is the dense torch path, never a kernel;
+        "triton" is the dense CUDA kernel and "cpu_kernel" the dense CPU one: a
+        call the forced kernel cannot take raises ValueError with the reason.
+        ``epsilon=0`` always takes the exact path.
 
     Yields
     ------
@@ -136,3 +139,25 @@ def require_kernel(x, k, epsilon, n_perturbations, noise):
     if reason is not None:
         raise ValueError(f"use_backend('triton'): the kernel cannot take this call: {reason}.")
     return module.kth_largest_perturbed_triton
+
+
+def cpu_kernel_takes(x, k, noise):
+    """Whether a dense call on CPU goes to the compiled kernel (not under the "torch" backend)."""
+    if current_backend() == "torch" or x.device.type != "cpu":
+        return False
+    from . import _cpu_kernel
+
+    return _cpu_kernel.supports(x, k, noise)
+
+
+def require_cpu_kernel(x, k, noise):
+    """The CPU kernel, or a ValueError saying why it cannot take the call (the "cpu_kernel" backend)."""
+    from . import _cpu_kernel
+
+    if not _cpu_kernel.supports(x, k, noise):
+        reason = _cpu_kernel.unavailable_reason() or (
+            f"it takes CPU float32/float64 scores, noise='independent' and k <= "
+            f"{_cpu_kernel.MAX_K}; got device {x.device.type}, dtype {x.dtype}, "
+            f"noise={noise!r}, k={k}")
+        raise ValueError(f"use_backend('cpu_kernel'): the kernel cannot take this call: {reason}.")
+    return _cpu_kernel.kth_largest_perturbed_cpu

@@ -7,25 +7,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from sktopk import _cpu_kernel
+from sktopk.backends import use_backend
 from sktopk.functional import perturbed_topk
 from sktopk.losses import PerturbedTopK
 
 from ._references import reference_perturbed_topk
 
 
+@pytest.mark.parametrize("backend", ["torch", "cpu_kernel"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("noise", ["independent", "shared"])
 @pytest.mark.parametrize("k", [1, 3, 7])
-def test_matches_float64_brute_force_with_same_noise(dtype, noise, k):
+def test_matches_float64_brute_force_with_same_noise(dtype, noise, k, backend):
+    if backend == "cpu_kernel" and (noise == "shared" or _cpu_kernel.library() is None):
+        pytest.skip("the CPU kernel takes independent noise only, and needs a C compiler")
     seed = 1234 + k
     x = torch.randn(13, 17, dtype=dtype, generator=torch.Generator().manual_seed(seed))
     x.requires_grad_(True)
     gen = torch.Generator().manual_seed(seed)
-    value = perturbed_topk(x, k, epsilon=0.7, n_perturbations=6, generator=gen, noise=noise,
-                           sampler="dense")
+    with use_backend(backend):
+        value = perturbed_topk(x, k, epsilon=0.7, n_perturbations=6, generator=gen,
+                               noise=noise, sampler="dense")
     upstream = torch.rand(13, dtype=dtype, generator=torch.Generator().manual_seed(0))
     value.backward(upstream)
-    ref_value, ref_grad = reference_perturbed_topk(x, k, 0.7, 6, seed, noise)
+    ref_value, ref_grad = reference_perturbed_topk(x, k, 0.7, 6, seed, noise, backend)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     np.testing.assert_allclose(value.detach().double().numpy(), ref_value, rtol=tol, atol=tol)
     expected_grad = ref_grad * upstream.double().numpy()[:, None]

@@ -1,0 +1,510 @@
+/* The perturbed k-th largest value on CPU, fused: noise, perturbation and
+ * selection in one pass over each row, with no score-sized buffer.
+ *
+ * Compiled at first use by sktopk/_cpu_kernel.py (see its docstring); called
+ * through ctypes on contiguous float32 or float64 rows.
+ *
+ * Noise. Z[n, b, j] is a function of (seed, row n, draw b, column j) only:
+ * Philox4x32-10 (Salmon et al., SC 2011) at counter (j / 4, b, n_low, n_high)
+ * gives four 32-bit words, and a Box-Muller transform of each pair of words
+ * gives the normals of columns 4g, 4g+1 (words 0, 1) and 4g+2, 4g+3 (words 2,
+ * 3). So the value of a draw does not depend on the order in which columns are
+ * visited, on which columns are skipped, or on how rows are split across
+ * threads. Uniforms have 24 bits, as torch's own float generator: |Z| <= ZMAX.
+ *
+ * Skipping, exact. Because |Z| <= ZMAX, a column with x_j + eps * ZMAX below
+ * the current k-th largest perturbed value can never enter the top k. Per row,
+ * columns are visited by groups of four (one Philox counter), the groups sorted
+ * into levels by their highest score; a draw stops at the first level whose
+ * bound cannot reach its running k-th value, and groups that no draw can use
+ * (below L - 2 eps ZMAX, L the row's k-th largest score) are dropped once per
+ * row. The result is identical to visiting every column (ties between equal
+ * perturbed values are broken towards the lower column index in both cases).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SKTOPK_TYPED_PART
+
+#if defined(SKTOPK_VECTOR_MATH) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* glibc's libmvec has vector versions of these; declaring them lets gcc call
+ * them from vectorised loops without -ffast-math (whose crtfastmath would set
+ * flush-to-zero for the whole process). */
+__attribute__((__simd__("notinbranch"))) float logf(float);
+__attribute__((__simd__("notinbranch"))) float cosf(float);
+#endif
+
+#ifndef LANES
+#define LANES 32 /* Philox counters (groups of four columns) per block */
+#endif
+#define LEVELS 32           /* score levels of a row's groups */
+#define MAX_K 64            /* longer top lists go to the torch path */
+/* Largest |Z|: sqrt(-2 log(2^-25)) = 5.887 for the smallest 24-bit uniform, rounded up. */
+#define ZMAX 5.9f
+
+static void philox_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
+                         uint64_t row, uint32_t out[4][LANES]) {
+    const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
+    const uint32_t row0 = (uint32_t)row, row1 = (uint32_t)(row >> 32);
+    for (int i = 0; i < LANES; i++) {
+        uint32_t x0 = group[i], x1 = draw, x2 = row0, x3 = row1;
+        uint32_t k0 = key0, k1 = key1;
+#pragma GCC unroll 10
+        for (int r = 0; r < 10; r++) {
+            uint64_t p0 = (uint64_t)0xD2511F53u * x0;
+            uint64_t p1 = (uint64_t)0xCD9E8D57u * x2;
+            uint32_t y0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0;
+            uint32_t y2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
+            x1 = (uint32_t)p1;
+            x3 = (uint32_t)p0;
+            x0 = y0;
+            x2 = y2;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        out[0][i] = x0;
+        out[1][i] = x1;
+        out[2][i] = x2;
+        out[3][i] = x3;
+    }
+}
+
+/* z[q][i]: normal of column 4 * group[i] + q. Flat loops of 2 * LANES: gcc leaves
+ * shorter or nested ones unrolled, and unrolled code does not call the vector math. */
+static void normal_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
+                         uint64_t row, float z[4][LANES]) {
+    uint32_t w[4][LANES], first[2 * LANES], second[2 * LANES];
+    float radius[2 * LANES], angle[2 * LANES], even[2 * LANES], odd[2 * LANES];
+    philox_block(seed, group, draw, row, w);
+    memcpy(first, w[0], sizeof(w[0]));
+    memcpy(first + LANES, w[2], sizeof(w[2]));
+    memcpy(second, w[1], sizeof(w[1]));
+    memcpy(second + LANES, w[3], sizeof(w[3]));
+    const float scale = 1.0f / 16777216.0f, two_pi = 6.28318530717958647692f;
+    for (int i = 0; i < 2 * LANES; i++)
+        radius[i] = sqrtf(-2.0f * logf(((float)(first[i] >> 8) + 0.5f) * scale));
+    for (int i = 0; i < 2 * LANES; i++) angle[i] = two_pi * ((float)(second[i] >> 8) * scale);
+    /* sin(a) as cos(a - pi/2): gcc fuses sinf and cosf of one angle into sincosf, which has
+     * no vector version. */
+    for (int i = 0; i < 2 * LANES; i++) even[i] = radius[i] * cosf(angle[i]);
+    for (int i = 0; i < 2 * LANES; i++) odd[i] = radius[i] * cosf(angle[i] - 1.57079632679489662f);
+    memcpy(z[0], even, sizeof(z[0]));
+    memcpy(z[1], odd, sizeof(z[1]));
+    memcpy(z[2], even + LANES, sizeof(z[2]));
+    memcpy(z[3], odd + LANES, sizeof(z[3]));
+}
+
+/* Debug/test entry: the normals of columns [0, n) of row `row`, draw `draw`. */
+void sktopk_normals(uint64_t seed, uint64_t row, uint32_t draw, int64_t n, float *out) {
+    uint32_t group[LANES];
+    float z[4][LANES];
+    for (int64_t start = 0; start < n; start += 4 * LANES) {
+        for (int i = 0; i < LANES; i++) group[i] = (uint32_t)(start / 4 + i);
+        normal_block(seed, group, draw, row, z);
+        for (int i = 0; i < LANES; i++)
+            for (int q = 0; q < 4; q++) {
+                int64_t col = start + 4 * i + q;
+                if (col < n) out[col] = z[q][i];
+            }
+    }
+}
+/* ---- The exact sparse path (thinning), shared helpers ----
+ * Its randomness is a second Philox stream of the same key: row index with its
+ * top bit set, so it never meets the dense path's counters. Counters 0, 1, ...
+ * give the candidates' normals (through normal_block); counters from 2^31 on
+ * give the uniforms of the proposals, four words at a time. */
+#define SPARSE_TAG (1ULL << 63)
+#define UNIFORM_COUNTER 0x80000000u
+
+typedef struct {
+    uint64_t seed, row;
+    uint32_t draw, counter, words[4];
+    int used;
+} uniform_stream;
+
+static void philox_one(uint64_t seed, uint32_t c0, uint32_t c1, uint64_t row, uint32_t out[4]) {
+    uint32_t x0 = c0, x1 = c1, x2 = (uint32_t)row, x3 = (uint32_t)(row >> 32);
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * x0;
+        uint64_t p1 = (uint64_t)0xCD9E8D57u * x2;
+        uint32_t y0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0;
+        uint32_t y2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
+        x1 = (uint32_t)p1;
+        x3 = (uint32_t)p0;
+        x0 = y0;
+        x2 = y2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = x0;
+    out[1] = x1;
+    out[2] = x2;
+    out[3] = x3;
+}
+
+/* A uniform in (0, 1] with 53 random bits (two words). */
+static double next_uniform(uniform_stream *stream) {
+    if (stream->used >= 4) {
+        philox_one(stream->seed, stream->counter++, stream->draw, stream->row, stream->words);
+        stream->used = 0;
+    }
+    uint64_t hi = stream->words[stream->used] >> 5, lo = stream->words[stream->used + 1] >> 6;
+    stream->used += 2;
+    return ((double)((hi << 26) | lo) + 1.0) * (1.0 / 9007199254740992.0);
+}
+
+/* Q(t) = P(Z > t). */
+static double upper_tail(double t) { return 0.5 * erfc(t * 0.70710678118654752440); }
+
+/* t with Q(t) = p, for p in (0, 1]: Acklam's rational approximation of the
+ * normal quantile (relative error 1.2e-9) and one Halley step on erfc. */
+static double upper_quantile(double p) {
+    static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02,
+                               -2.759285104469687e+02, 1.383577518672690e+02,
+                               -3.066479806614716e+01, 2.506628277459239e+00};
+    static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02,
+                               -1.556989798598866e+02, 6.680131188771972e+01,
+                               -1.328068155288572e+01};
+    static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01,
+                               -2.400758277161838e+00, -2.549732539343734e+00,
+                               4.374664141464968e+00, 2.938163982698783e+00};
+    static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01,
+                               2.445134137142996e+00, 3.754408661907416e+00};
+    /* x: the lower quantile of p, so that t = -x. */
+    const double low = 0.02425;
+    double x;
+    if (p >= 1.0) return -INFINITY;
+    if (p < low) {
+        double q = sqrt(-2.0 * log(p));
+        x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
+    } else if (p <= 1.0 - low) {
+        double q = p - 0.5, r = q * q;
+        x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+            (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0);
+    } else {
+        double q = sqrt(-2.0 * log1p(-p));
+        x = -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0);
+    }
+    /* Halley on F(x) = Phi(x) - p, Phi(x) = Q(-x). */
+    double e = upper_tail(-x) - p;
+    double u = e * 2.50662827463100050242 * exp(0.5 * x * x);
+    x = x - u / (1.0 + 0.5 * x * u);
+    return -x;
+}
+
+/* The typed part, once per score dtype (this file includes itself). */
+#define SKTOPK_TYPED_PART
+#define CONCAT_(a, b) a##_##b
+#define CONCAT(a, b) CONCAT_(a, b)
+#define NAME(name) CONCAT(name, SUFFIX)
+
+#define TYPE float
+#define SUFFIX f32
+#define LOWEST (-FLT_MAX)
+#include __FILE__
+#undef TYPE
+#undef SUFFIX
+#undef LOWEST
+
+#define TYPE double
+#define SUFFIX f64
+#define LOWEST (-DBL_MAX)
+#include __FILE__
+
+#else /* SKTOPK_TYPED_PART: TYPE, SUFFIX and LOWEST are defined */
+
+/* Insert (v, col) into the top list, sorted by value then lower column first. A
+ * full list loses its last entry: callers insert only what ranks above it. */
+static inline void NAME(insert)(TYPE *topv, int64_t *topi, int64_t *filled, int64_t k,
+                                   TYPE v, int64_t col) {
+    int64_t pos = *filled < k ? (*filled)++ : k - 1;
+    while (pos > 0 && (topv[pos - 1] < v || (topv[pos - 1] == v && topi[pos - 1] > col))) {
+        topv[pos] = topv[pos - 1];
+        topi[pos] = topi[pos - 1];
+        pos--;
+    }
+    topv[pos] = v;
+    topi[pos] = col;
+}
+
+/* Rows [row_begin, row_end) of x (N, C) into values (N,) and indices (N, B); k <= MAX_K.
+ * Returns 0, or -1 when out of memory. */
+int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d,
+                                  int64_t B, uint64_t seed, int64_t row_begin, int64_t row_end,
+                                  int skip, TYPE *values, int64_t *indices) {
+    const TYPE eps = (TYPE)eps_d, reach = (TYPE)eps_d * (TYPE)ZMAX;
+    const int64_t n_groups = (C + 3) / 4, padded = n_groups + LANES;
+    TYPE *gmax = malloc(sizeof(TYPE) * n_groups);
+    TYPE *planar = malloc(sizeof(TYPE) * 4 * padded), *sorted = calloc(4 * padded, sizeof(TYPE));
+    uint32_t *order = calloc(padded, sizeof(uint32_t));
+    if (!gmax || !planar || !sorted || !order) {
+        free(gmax);
+        free(planar);
+        free(sorted);
+        free(order);
+        return -1;
+    }
+    for (int64_t n = row_begin; n < row_end; n++) {
+        const TYPE *row = x + n * C;
+        TYPE topv[MAX_K] = {0};
+        int64_t topi[MAX_K] = {0}, filled = 0;
+        /* The row de-interleaved by position in its group (planar[q * padded + g] is
+         * column 4g + q; missing columns get the lowest value), the groups' maxima, and
+         * the row's k largest scores. */
+        for (int64_t g = 0; g < n_groups; g++) {
+            TYPE m = LOWEST;
+            for (int q = 0; q < 4; q++) {
+                TYPE v = 4 * g + q < C ? row[4 * g + q] : LOWEST;
+                planar[q * padded + g] = v;
+                m = v > m ? v : m;
+            }
+            gmax[g] = m;
+        }
+        for (int64_t c = 0; c < C; c++)
+            if (filled < k || row[c] > topv[k - 1]) NAME(insert)(topv, topi, &filled, k, row[c], c);
+        /* Groups some draw can use, by level of their maximum (counting sort); without
+         * skipping, every group, in order, in level 0. */
+        const TYPE top = topv[0], cutoff = topv[k - 1] - 2 * reach;
+        const TYPE width = skip ? (top - cutoff) / LEVELS : 0;
+        int64_t start[LEVELS + 1] = {0}, fill[LEVELS];
+        for (int64_t g = 0; g < n_groups; g++) {
+            if (skip && gmax[g] < cutoff) continue;
+            int64_t level = width > 0 ? (int64_t)((top - gmax[g]) / width) : 0;
+            start[(level < LEVELS ? level : LEVELS - 1) + 1]++;
+        }
+        for (int l = 0; l < LEVELS; l++) start[l + 1] += start[l];
+        memcpy(fill, start, sizeof(fill));
+        for (int64_t g = 0; g < n_groups; g++) {
+            if (skip && gmax[g] < cutoff) continue;
+            int64_t level = width > 0 ? (int64_t)((top - gmax[g]) / width) : 0;
+            order[fill[level < LEVELS ? level : LEVELS - 1]++] = (uint32_t)g;
+        }
+        memset(order + start[LEVELS], 0, sizeof(uint32_t) * LANES);
+        /* The scores in visiting order, so that each draw reads them contiguously. */
+        for (int q = 0; q < 4; q++)
+            for (int64_t t = 0; t < start[LEVELS]; t++)
+                sorted[q * padded + t] = planar[q * padded + order[t]];
+        /* Visiting blocks of LANES groups in level order, a draw stops at the first block
+         * whose groups cannot reach its running k-th value: they score at most their first
+         * group's maximum plus one level width (two, to cover the level's rounding). */
+        const int64_t n_used = start[LEVELS];
+        double total = 0.0;
+        for (int64_t b = 0; b < B; b++) {
+            filled = 0;
+            for (int64_t s = 0; s < n_used; s += LANES) {
+                if (skip && filled == k && gmax[order[s]] + 2 * width + reach < topv[k - 1]) break;
+                const int64_t n_lanes = n_used - s < LANES ? n_used - s : LANES;
+                float z[4][LANES];
+                TYPE p[4][LANES];
+                unsigned char hit[4 * LANES];
+                /* Lanes past n_lanes read the zeros of the padding: their values are
+                 * computed, never inserted. */
+                normal_block(seed, order + s, (uint32_t)b, (uint64_t)n, z);
+                const TYPE bar = filled == k ? topv[k - 1] : LOWEST;
+                int any = 0;
+                for (int q = 0; q < 4; q++)
+                    for (int i = 0; i < LANES; i++) {
+                        p[q][i] = sorted[q * padded + s + i] + eps * (TYPE)z[q][i];
+                        any |= p[q][i] >= bar;
+                    }
+                if (!any) continue;
+                for (int q = 0; q < 4; q++)
+                    for (int i = 0; i < LANES; i++) hit[q * LANES + i] = p[q][i] >= bar;
+                for (int w = 0; w < 4 * LANES; w += 8) {
+                    uint64_t word;
+                    memcpy(&word, hit + w, 8);
+                    if (!word) continue;
+                    for (int j = w; j < w + 8; j++) {
+                        const int q = j / LANES, i = j % LANES;
+                        const int64_t col = 4 * (int64_t)order[s + i] + q;
+                        const TYPE v = p[q][i];
+                        if (!hit[j] || i >= n_lanes || col >= C) continue;
+                        if (filled == k && (v < topv[k - 1] ||
+                                            (v == topv[k - 1] && col > topi[k - 1])))
+                            continue;
+                        NAME(insert)(topv, topi, &filled, k, v, col);
+                    }
+                }
+            }
+            total += (double)topv[k - 1];
+            indices[n * B + b] = topi[k - 1];
+        }
+        values[n] = (TYPE)(total / (double)B);
+    }
+    free(gmax);
+    free(planar);
+    free(sorted);
+    free(order);
+    return 0;
+}
+
+
+/* Rearrange (v, ix)[0, n) so that its first r entries are the r largest values. */
+static void NAME(select_top)(TYPE *v, int32_t *ix, int64_t n, int64_t r) {
+    int64_t lo = 0, hi = n - 1;
+    if (r <= 0 || r >= n) return;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        const TYPE a = v[lo], b = v[mid], c = v[hi];
+        const TYPE pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                TYPE tv = v[i];
+                int32_t ti = ix[i];
+                v[i] = v[j];
+                ix[i] = ix[j];
+                v[j] = tv;
+                ix[j] = ti;
+                i++;
+                j--;
+            }
+        }
+        if (r - 1 <= j) hi = j;
+        else if (r - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+/* Proposals of one group (thinning): its members, in positions [0, length), are
+ * proposed at rate q = Q((u - bound) / eps) with geometric gaps, kept with
+ * probability Q((u - s) / eps) / q, and given a value from N(s, eps^2)
+ * truncated to (u, inf). Kept ones go into the top list. With `columns` NULL
+ * the group is the whole row, minus the columns flagged in `skip`. */
+static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t length,
+                          const unsigned char *skip, double bound, double u, double eps,
+                          uniform_stream *stream, TYPE *topv, int64_t *topi, int64_t *filled,
+                          int64_t k) {
+    const double q = upper_tail((u - bound) / eps);
+    if (!(q > 0.0)) return;
+    const double log_keep = q < 1.0 ? log1p(-q) : 0.0;
+    double position = -1.0;
+    for (;;) {
+        if (q < 1.0) position += floor(log(next_uniform(stream)) / log_keep) + 1.0;
+        else position += 1.0;
+        if (position >= (double)length) return;
+        const int64_t at = (int64_t)position;
+        const int64_t col = columns ? columns[at] : at;
+        if (!columns && skip[at]) continue;
+        const double s = (double)score[at];
+        const double p = upper_tail((u - s) / eps);
+        if (next_uniform(stream) * q >= p) continue;
+        const TYPE value = (TYPE)(s + eps * upper_quantile(next_uniform(stream) * p));
+        /* Above u, but maybe not above the k-th value of the list as it is now. */
+        if (value < topv[k - 1] || (value == topv[k - 1] && col > topi[k - 1])) continue;
+        NAME(insert)(topv, topi, filled, k, value, col);
+    }
+}
+
+/* The exact sparse path: rows [row_begin, row_end), m candidates, a sorted pool
+ * of `pool` slots split in tiers [m, 2m), [2m, 4m), ..., and the rest of the
+ * row as the last group (see sktopk._sparse_perturbed for the method and its
+ * proof; k <= m <= pool <= C). Returns 0, or -1 when out of memory. */
+int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, double eps,
+                                      int64_t B, uint64_t seed, int64_t row_begin,
+                                      int64_t row_end, int64_t m, int64_t pool, TYPE *values,
+                                      int64_t *indices) {
+    const int64_t n_maxima = (C + 7) / 8;
+    TYPE *v = malloc(sizeof(TYPE) * (C > n_maxima ? C : n_maxima));
+    int32_t *ix = malloc(sizeof(int32_t) * C);
+    unsigned char *in_pool = calloc(C, 1);
+    if (!v || !ix || !in_pool) {
+        free(v);
+        free(ix);
+        free(in_pool);
+        return -1;
+    }
+    /* Tier edges: m, 2m, 4m, ..., pool. */
+    int64_t edge[64], n_edges = 0;
+    for (int64_t e = m; e < pool && n_edges < 62; e *= 2) edge[n_edges++] = e;
+    edge[n_edges++] = pool;
+    for (int64_t n = row_begin; n < row_end; n++) {
+        const TYPE *row = x + n * C;
+        int64_t count = 0;
+        TYPE tau = LOWEST;
+        int have_tau = 0;
+        if (pool < n_maxima) {
+            /* A lower bound of the pool-th largest score: the pool-th largest of
+             * the maxima of groups of 8 columns; only scores above it are sorted. */
+            for (int64_t g = 0; g < n_maxima; g++) {
+                TYPE best = row[8 * g];
+                for (int64_t c = 8 * g + 1; c < 8 * g + 8 && c < C; c++)
+                    best = row[c] > best ? row[c] : best;
+                v[g] = best;
+            }
+            NAME(select_top)(v, ix, n_maxima, pool);
+            tau = v[0];
+            for (int64_t g = 1; g < pool; g++) tau = v[g] < tau ? v[g] : tau;
+            have_tau = 1;
+        }
+        for (int64_t c = 0; c < C; c++)
+            if (!have_tau || row[c] >= tau) {
+                v[count] = row[c];
+                ix[count++] = (int32_t)c;
+            }
+        NAME(select_top)(v, ix, count, pool);
+        /* Every column outside the pool scores at most `outside`. */
+        TYPE outside = LOWEST;
+        for (int64_t j = pool; j < count; j++) outside = v[j] > outside ? v[j] : outside;
+        if (have_tau && tau > outside) outside = tau;
+        for (int64_t t = n_edges - 2; t >= 0; t--) NAME(select_top)(v, ix, edge[t + 1], edge[t]);
+        TYPE tier_top[64];
+        for (int64_t t = 0; t + 1 < n_edges; t++) {
+            TYPE best = v[edge[t]];
+            for (int64_t j = edge[t] + 1; j < edge[t + 1]; j++) best = v[j] > best ? v[j] : best;
+            tier_top[t] = best;
+        }
+        const int has_outside = pool < C;
+        if (has_outside)
+            for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 1;
+        double total = 0.0;
+        for (int64_t b = 0; b < B; b++) {
+            TYPE topv[MAX_K];
+            int64_t topi[MAX_K], filled = 0;
+            const uint64_t tagged = (uint64_t)n | SPARSE_TAG;
+            for (int64_t s = 0; s < m; s += 4 * LANES) {
+                uint32_t group[LANES];
+                float z[4][LANES];
+                for (int i = 0; i < LANES; i++) group[i] = (uint32_t)(s / 4 + i);
+                normal_block(seed, group, (uint32_t)b, tagged, z);
+                for (int i = 0; i < LANES; i++)
+                    for (int q = 0; q < 4; q++) {
+                        const int64_t t = s + 4 * i + q;
+                        if (t >= m) continue;
+                        const TYPE value = v[t] + (TYPE)eps * (TYPE)z[q][i];
+                        if (filled == k && (value < topv[k - 1] ||
+                                            (value == topv[k - 1] && ix[t] > topi[k - 1])))
+                            continue;
+                        NAME(insert)(topv, topi, &filled, k, value, ix[t]);
+                    }
+            }
+            const double u = (double)topv[k - 1];
+            uniform_stream stream = {seed, tagged, (uint32_t)b, UNIFORM_COUNTER, {0}, 4};
+            for (int64_t t = 0; t + 1 < n_edges; t++)
+                NAME(propose)(v + edge[t], ix + edge[t], edge[t + 1] - edge[t], NULL,
+                              (double)tier_top[t], u, eps, &stream, topv, topi, &filled, k);
+            if (has_outside)
+                NAME(propose)(row, NULL, C, in_pool, (double)outside, u, eps, &stream, topv,
+                              topi, &filled, k);
+            total += (double)topv[k - 1];
+            indices[n * B + b] = topi[k - 1];
+        }
+        if (has_outside)
+            for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 0;
+        values[n] = (TYPE)(total / (double)B);
+    }
+    free(v);
+    free(ix);
+    free(in_pool);
+    return 0;
+}
+
+#endif /* SKTOPK_TYPED_PART */

@@ -1,0 +1,281 @@
+"""The fused CPU kernel of the dense perturbed k-th largest value (``_cpu_kernel.c``).
+
+One pass per row and draw: Philox4x32-10 noise, the perturbation and a running
+top-k list, without the (N, C) noise buffer and the ``topk`` of the torch path,
+and without the columns that no draw can lift into the top k (the noise is
+bounded, see the C file). Same distribution as
+:func:`sktopk._perturbed.kth_largest_perturbed_torch`, not the same numbers:
+the noise comes from a counter-based generator keyed by one 64-bit seed drawn
+from the call's ``torch.Generator``, so results depend only on that generator,
+never on the thread count.
+
+The C source is compiled at first use with the system C compiler (``$CC``, else
+``cc``) into a per-user cache (``$SKTOPK_CACHE_DIR``, else
+``$XDG_CACHE_HOME/sktopk`` or ``~/.cache/sktopk``), keyed by the source, the
+flags and the machine. Without a working compiler, or with
+``SKTOPK_DISABLE_CPU_KERNEL=1``, the torch path is used and
+:func:`unavailable_reason` says why.
+"""
+
+import concurrent.futures
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+#: Longest top list the kernel keeps (k + 1 of the loss); longer ones use torch.
+MAX_K = 64
+#: Largest |Z| the kernel's noise can take (24-bit uniforms, Box-Muller).
+Z_MAX = 5.9
+
+_SOURCE = Path(__file__).with_name("_cpu_kernel.c")
+# Vector math from glibc's libmvec first, then plain scalar math, then without
+# tuning for the host CPU: the first that compiles and links is used.
+_FLAG_SETS = (
+    ("-O3", "-march=native", "-fno-math-errno", "-DSKTOPK_VECTOR_MATH", "-lmvec", "-lm"),
+    ("-O3", "-march=native", "-fno-math-errno", "-lm"),
+    ("-O3", "-fno-math-errno", "-lm"),
+)
+# Rows per task when a call is split across threads: enough work per task
+# that the pool's overhead (tens of microseconds) does not show.
+_MIN_DRAWS_PER_TASK = 2_000_000
+
+_lock = threading.Lock()
+_library = None
+_reason = None
+_pool = None
+
+
+def _cache_dir():
+    if os.environ.get("SKTOPK_CACHE_DIR"):
+        return Path(os.environ["SKTOPK_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sktopk"
+
+
+def _machine_key():
+    # -march=native code must not be reused on another CPU sharing the cache.
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags}|{sys.platform}"
+
+
+def _compile(compiler, flags, target):
+    compile_flags = [flag for flag in flags if not flag.startswith("-l")]
+    libraries = [flag for flag in flags if flag.startswith("-l")]
+    with tempfile.TemporaryDirectory() as scratch:
+        obj = Path(scratch) / "kernel.o"
+        lib = Path(scratch) / "kernel.so"
+        # Compile and link in two steps: linking a shared library with math
+        # flags such as -ffast-math can pull in start-up code that changes the
+        # floating-point mode of the whole process; none is passed here anyway.
+        for command in (
+            [compiler, *compile_flags, "-fPIC", "-c", str(_SOURCE), "-o", str(obj)],
+            [compiler, "-shared", str(obj), "-o", str(lib), *libraries],
+        ):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                return (done.stderr or done.stdout).strip().splitlines()[-1:] or ["failed"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic: a concurrent process sees either no file or a whole one.
+        staged = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        staged.write_bytes(lib.read_bytes())
+        os.replace(staged, target)
+    return None
+
+
+def _declare(library):
+    for suffix in ("f32", "f64"):
+        function = getattr(library, f"sktopk_kth_perturbed_{suffix}")
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
+                             ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
+                             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        function.restype = ctypes.c_int
+    for suffix in ("f32", "f64"):
+        function = getattr(library, f"sktopk_kth_perturbed_sparse_{suffix}")
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
+                             ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
+                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+        function.restype = ctypes.c_int
+    library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
+                                       ctypes.c_int64, ctypes.c_void_p]
+    library.sktopk_normals.restype = None
+    return library
+
+
+def _load():
+    """Build (once per machine) and load the library; sets ``_reason`` on failure."""
+    global _library, _reason
+    if os.environ.get("SKTOPK_DISABLE_CPU_KERNEL", "0") not in ("", "0"):
+        _reason = "disabled by SKTOPK_DISABLE_CPU_KERNEL"
+        return None
+    compiler = os.environ.get("CC", "cc")
+    source = _SOURCE.read_bytes()
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(
+            b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
+                        _machine_key().encode()])
+        ).hexdigest()[:16]
+        target = _cache_dir() / f"cpu_kernel-{key}.so"
+        try:
+            if not target.exists():
+                error = _compile(compiler, flags, target)
+                if error is not None:
+                    errors.append(f"{' '.join(flags)}: {error[0]}")
+                    continue
+            return _declare(ctypes.CDLL(str(target)))
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"{' '.join(flags)}: {exc}")
+    _reason = f"the C compiler {compiler!r} could not build it ({'; '.join(errors)})"
+    return None
+
+
+def library():
+    """The loaded kernel library, or None (see :func:`unavailable_reason`)."""
+    global _library
+    if _library is None and _reason is None:
+        with _lock:
+            if _library is None and _reason is None:
+                _library = _load()
+    return _library
+
+
+def unavailable_reason():
+    """Why the kernel cannot run in this process, or None when it can."""
+    library()
+    return _reason
+
+
+def supports(x, k, noise):
+    """Whether the kernel takes this call (else the torch path does)."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and noise == "independent" and k <= MAX_K and x.ndim == 2
+            and library() is not None)
+
+
+def _thread_pool(workers):
+    global _pool
+    with _lock:
+        if _pool is None or _pool._max_workers < workers:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="sktopk-kernel")
+        return _pool
+
+
+def draw_seed(generator):
+    """One 63-bit key for the kernel's noise, drawn from ``generator`` (torch's default if None)."""
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item())
+
+
+def _run_by_rows(x, n_perturbations, call):
+    """Run ``call(begin, end, values, indices)`` over row blocks, on threads when worth it."""
+    n_rows, n_columns = x.shape
+    values = torch.empty(n_rows, dtype=x.dtype)
+    indices = torch.empty((n_rows, n_perturbations), dtype=torch.long)
+
+    def run(begin, end):
+        # ctypes releases the GIL for the call, so blocks run in parallel.
+        if call(begin, end, values.data_ptr(), indices.data_ptr()) != 0:
+            raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
+
+    draws = n_rows * n_columns * n_perturbations
+    tasks = min(torch.get_num_threads(), n_rows, max(1, draws // _MIN_DRAWS_PER_TASK))
+    if tasks <= 1:
+        run(0, n_rows)
+    else:
+        bounds = [n_rows * i // tasks for i in range(tasks + 1)]
+        futures = [_thread_pool(tasks).submit(run, bounds[i], bounds[i + 1])
+                   for i in range(tasks)]
+        for future in futures:
+            future.result()
+    return values, indices
+
+
+def _check_call(x, k, noise):
+    if library() is None or not supports(x, k, noise):
+        raise ValueError("the CPU kernel cannot take this call: "
+                         f"{unavailable_reason() or 'unsupported dtype, device, noise or k'}.")
+    return x.contiguous()
+
+
+def kth_largest_perturbed_cpu(x, k, epsilon, n_perturbations, generator=None,
+                              noise="independent", skip=True):
+    """Monte-Carlo k-th largest value of ``x + epsilon * Z`` along the last dim, fused.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (N, C), float32 or float64, on CPU
+        Scores, already validated (finite) and detached.
+    k, epsilon, n_perturbations, generator, noise
+        As in :func:`sktopk._perturbed.kth_largest_perturbed_torch`; ``noise``
+        must be "independent" and ``k <= MAX_K``.
+    skip : bool, default=True
+        Leave out the columns no draw can lift into the top k. The result is
+        the same either way (tests compare the two); False is for those tests.
+
+    Returns
+    -------
+    values : torch.Tensor of shape (N,)
+    indices : torch.Tensor of shape (N, B), int64
+    """
+    x = _check_call(x, k, noise)
+    seed = draw_seed(generator)
+    lib = library()
+    function = (lib.sktopk_kth_perturbed_f32 if x.dtype == torch.float32
+                else lib.sktopk_kth_perturbed_f64)
+    return _run_by_rows(x, n_perturbations, lambda begin, end, values, indices: function(
+        x.data_ptr(), x.shape[1], k, float(epsilon), n_perturbations, seed, begin, end,
+        int(skip), values, indices))
+
+
+def kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_perturbations, generator=None, *, m,
+                                     pool):
+    """The exact sparse sampler (:mod:`sktopk._sparse_perturbed`), compiled.
+
+    Same method, same distribution as
+    :func:`sktopk._sparse_perturbed.kth_largest_perturbed_sparse` with the same
+    ``m`` (candidates) and ``pool`` (sorted slots, tiers [m, 2m), [2m, 4m), ...),
+    ``k <= m <= pool <= C``; its randomness is a second stream of the kernel's
+    generator.
+
+    Returns
+    -------
+    values : torch.Tensor of shape (N,)
+    indices : torch.Tensor of shape (N, B), int64
+    """
+    x = _check_call(x, k, "independent")
+    n_columns = x.shape[1]
+    if not k <= m <= pool <= n_columns:
+        raise ValueError(f"need k <= m <= pool <= C, got k={k}, m={m}, pool={pool}, "
+                         f"C={n_columns}.")
+    if n_columns >= 2**31:
+        raise ValueError("the CPU kernel indexes columns with 32-bit integers: C < 2**31.")
+    seed = draw_seed(generator)
+    lib = library()
+    function = (lib.sktopk_kth_perturbed_sparse_f32 if x.dtype == torch.float32
+                else lib.sktopk_kth_perturbed_sparse_f64)
+    return _run_by_rows(x, n_perturbations, lambda begin, end, values, indices: function(
+        x.data_ptr(), n_columns, k, float(epsilon), n_perturbations, seed, begin, end, m, pool,
+        values, indices))
+
+
+def kernel_normals(seed, row, draw, n_columns):
+    """The kernel's noise for one (row, draw): ``Z[row, draw, :n_columns]`` (float32, tests)."""
+    lib = library()
+    if lib is None:
+        raise ValueError(f"the CPU kernel is not available: {unavailable_reason()}.")
+    out = torch.empty(n_columns, dtype=torch.float32)
+    lib.sktopk_normals(seed, row, draw, n_columns, out.data_ptr())
+    return out

@@ -1,0 +1,222 @@
+"""The fused CPU kernel (sktopk/_cpu_kernel.c): its noise, its exactness, its fallbacks.
+
+Distribution tests are two-sided at a false-alarm rate of ALPHA = 1e-3 each.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from sktopk import _cpu_kernel
+from sktopk._perturbed import kth_largest_perturbed_torch
+from sktopk.backends import use_backend
+from sktopk.functional import perturbed_topk, topk_hinge_loss
+
+from .test_sparse_perturbed import ALPHA, Z_ALPHA, _homogeneous, _row_frequencies, _scores
+
+needs_kernel = pytest.mark.skipif(_cpu_kernel.library() is None,
+                                  reason="the CPU kernel needs a C compiler")
+
+
+@needs_kernel
+def test_noise_is_standard_gaussian_and_bounded():
+    key = _cpu_kernel.draw_seed(torch.Generator().manual_seed(0))
+    z = torch.cat([_cpu_kernel.kernel_normals(key, row, draw, 1003)
+                   for row in range(20) for draw in range(10)]).double().numpy()
+    assert stats.kstest(z, "norm").pvalue > ALPHA
+    assert abs(z.mean()) <= Z_ALPHA / math.sqrt(z.size)
+    # Var of the sample variance of N(0, 1) is 2 / n.
+    assert abs(z.var() - 1.0) <= Z_ALPHA * math.sqrt(2.0 / z.size)
+    assert np.abs(z).max() <= _cpu_kernel.Z_MAX
+
+
+@needs_kernel
+@pytest.mark.parametrize("lag", [1, 2, 4, 1003])
+def test_noise_is_uncorrelated_across_columns_rows_and_draws(lag):
+    # lag 1, 2: the two normals of one Box-Muller pair and of one Philox counter;
+    # lag 1003: the same column of the next row.
+    key = _cpu_kernel.draw_seed(torch.Generator().manual_seed(1))
+    z = torch.cat([_cpu_kernel.kernel_normals(key, row, 0, 1003)
+                   for row in range(60)]).double().numpy()
+    r = np.corrcoef(z[:-lag], z[lag:])[0, 1]
+    assert abs(r) * math.sqrt(z.size - lag) <= Z_ALPHA
+    other_draw = torch.cat([_cpu_kernel.kernel_normals(key, row, 1, 1003)
+                            for row in range(60)]).double().numpy()
+    assert abs(np.corrcoef(z, other_draw)[0, 1]) * math.sqrt(z.size) <= Z_ALPHA
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("regime", "n_columns", "k", "epsilon"), [
+    ("unit", 1001, 6, 1.0),
+    ("wide", 3000, 6, 0.01),
+    ("trained", 998, 2, 1.0),
+    ("ties", 77, 5, 0.3),
+    ("flat", 40, 40, 1.0),
+    ("unit", 500, 64, 0.5),
+])
+def test_skipping_columns_changes_nothing(dtype, regime, n_columns, k, epsilon):
+    x = _scores(regime, 24, n_columns, seed=n_columns).to(dtype)
+    full = _cpu_kernel.kth_largest_perturbed_cpu(x, k, epsilon, 7,
+                                                 torch.Generator().manual_seed(3), skip=False)
+    skipped = _cpu_kernel.kth_largest_perturbed_cpu(x, k, epsilon, 7,
+                                                    torch.Generator().manual_seed(3), skip=True)
+    assert torch.equal(full[0], skipped[0])
+    assert torch.equal(full[1], skipped[1])
+
+
+@needs_kernel
+@pytest.mark.parametrize(("regime", "n_columns", "k", "epsilon"), [
+    ("unit", 60, 1, 1.0),
+    ("unit", 61, 4, 0.3),
+    ("wide", 203, 6, 1.0),
+    ("ties", 30, 3, 0.5),
+    ("trained", 500, 6, 1.0),
+    ("wide", 100, 3, 0.01),
+])
+def test_matches_torch_path_in_distribution(regime, n_columns, k, epsilon):
+    x = _scores(regime, 6, n_columns, seed=5)
+    n_draws = 4000
+    _, torch_idx = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
+                                               torch.Generator().manual_seed(0))
+    _, kernel_idx = _cpu_kernel.kth_largest_perturbed_cpu(x, k, epsilon, n_draws,
+                                                          torch.Generator().manual_seed(1))
+    torch_counts = _row_frequencies(torch_idx, n_columns).numpy()
+    kernel_counts = _row_frequencies(kernel_idx, n_columns).numpy()
+    # Single-draw values (B = 1 on repeated rows) have the per-draw law.
+    x_rep = x.repeat_interleave(n_draws, dim=0)
+    torch_v, _ = kth_largest_perturbed_torch(x_rep, k, epsilon, 1,
+                                             torch.Generator().manual_seed(2))
+    kernel_v, _ = _cpu_kernel.kth_largest_perturbed_cpu(x_rep, k, epsilon, 1,
+                                                        torch.Generator().manual_seed(3))
+    torch_v, kernel_v = torch_v.view(6, n_draws), kernel_v.view(6, n_draws)
+    for row in range(6):
+        assert _homogeneous(torch_counts[row], kernel_counts[row]), row
+        a, b = torch_v[row], kernel_v[row]
+        se = math.sqrt((a.var().item() + b.var().item()) / n_draws) + 1e-300
+        assert abs(a.mean().item() - b.mean().item()) <= Z_ALPHA * se, row
+
+
+@needs_kernel
+def test_closed_form_expectation_of_max_of_two():
+    a, b, eps, n_draws = 0.3, -0.2, 0.8, 50_000
+    x = torch.tensor([[a, b]], dtype=torch.float64, requires_grad=True)
+    with use_backend("cpu_kernel"):
+        value = perturbed_topk(x, 1, epsilon=eps, n_perturbations=n_draws,
+                               generator=torch.Generator().manual_seed(7))
+    value.backward()
+    theta, d = eps * math.sqrt(2.0), a - b
+    cdf = stats.norm.cdf(d / theta)
+    expected = a * cdf + b * (1.0 - cdf) + theta * stats.norm.pdf(d / theta)
+    # Per-draw std of max(a + eps Z1, b + eps Z2) is below eps * 1.2.
+    assert abs(value.item() - expected) <= Z_ALPHA * 1.2 * eps / math.sqrt(n_draws)
+    grad_se = math.sqrt(cdf * (1 - cdf) / n_draws)
+    np.testing.assert_allclose(x.grad.numpy()[0], [cdf, 1 - cdf], atol=Z_ALPHA * grad_se)
+
+
+@needs_kernel
+def test_reproducible_thread_invariant_and_global_rng_untouched():
+    x = _scores("unit", 600, 1000, seed=0).float()
+    state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _cpu_kernel.kth_largest_perturbed_cpu(x, 6, 1.0, 10,
+                                                    torch.Generator().manual_seed(4))
+        torch.set_num_threads(2)  # 6M draws: split in two tasks
+        two = _cpu_kernel.kth_largest_perturbed_cpu(x, 6, 1.0, 10,
+                                                    torch.Generator().manual_seed(4))
+    finally:
+        torch.set_num_threads(threads)
+    other = _cpu_kernel.kth_largest_perturbed_cpu(x, 6, 1.0, 10, torch.Generator().manual_seed(5))
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    assert not torch.equal(one[1], other[1])
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@needs_kernel
+def test_dense_calls_use_the_kernel_and_torch_backend_does_not():
+    x = _scores("unit", 16, 200, seed=1).float()
+    kernel = _cpu_kernel.kth_largest_perturbed_cpu(x, 4, 1.0, 5, torch.Generator().manual_seed(0))
+    dense = perturbed_topk(x, 4, 1.0, 5, generator=torch.Generator().manual_seed(0),
+                           sampler="dense")
+    assert torch.equal(dense, kernel[0])
+    with use_backend("torch"):
+        reference = perturbed_topk(x, 4, 1.0, 5, generator=torch.Generator().manual_seed(0),
+                                   sampler="dense")
+    expected, _ = kth_largest_perturbed_torch(x, 4, 1.0, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(reference, expected)
+
+
+@needs_kernel
+def test_calls_outside_the_kernel_take_the_torch_path():
+    x = _scores("unit", 8, 100, seed=2).float()
+    for kwargs in ({"k": 65}, {"k": 3, "noise": "shared"}):
+        k = kwargs.pop("k")
+        got = perturbed_topk(x, k, 1.0, 4, generator=torch.Generator().manual_seed(0),
+                             sampler="dense", **kwargs)
+        noise = kwargs.get("noise", "independent")
+        expected, _ = kth_largest_perturbed_torch(x, k, 1.0, 4, torch.Generator().manual_seed(0),
+                                                  noise)
+        assert torch.equal(got, expected)
+        with use_backend("cpu_kernel"), pytest.raises(ValueError, match="cpu_kernel"):
+            perturbed_topk(x, k, 1.0, 4, noise=noise)
+    half = x.half()
+    with use_backend("cpu_kernel"), pytest.raises(ValueError, match="dtype"):
+        perturbed_topk(half, 2, 1.0, 4)
+
+
+def _fresh_kernel_state(monkeypatch, tmp_path):
+    monkeypatch.setenv("SKTOPK_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_cpu_kernel, "_library", None)
+    monkeypatch.setattr(_cpu_kernel, "_reason", None)
+
+
+def test_missing_compiler_falls_back_to_torch_and_says_why(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert _cpu_kernel.library() is None
+    assert "no-such-compiler" in _cpu_kernel.unavailable_reason()
+    x = _scores("unit", 4, 50, seed=3).float()
+    got = perturbed_topk(x, 2, 1.0, 3, generator=torch.Generator().manual_seed(0))
+    expected, _ = kth_largest_perturbed_torch(x, 2, 1.0, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(got, expected)
+    with use_backend("cpu_kernel"), pytest.raises(ValueError, match="no-such-compiler"):
+        perturbed_topk(x, 2, 1.0, 3)
+
+
+def test_environment_variable_disables_the_kernel(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setenv("SKTOPK_DISABLE_CPU_KERNEL", "1")
+    assert _cpu_kernel.library() is None
+    assert "SKTOPK_DISABLE_CPU_KERNEL" in _cpu_kernel.unavailable_reason()
+    assert not list(tmp_path.iterdir())  # nothing was compiled
+
+
+@needs_kernel
+def test_build_is_cached_per_source_and_flags(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    assert _cpu_kernel.library() is not None
+    built = sorted(tmp_path.glob("cpu_kernel-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    monkeypatch.setattr(_cpu_kernel, "_library", None)
+    assert _cpu_kernel.library() is not None
+    assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+
+
+@needs_kernel
+def test_loss_gradient_is_a_probability_vector_minus_the_label():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(32, 300, generator=gen).requires_grad_(True)
+    target = torch.randint(0, 300, (32,), generator=gen)
+    with use_backend("cpu_kernel"):
+        loss = topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10,
+                               reduction="sum", generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    active = scores.grad.abs().sum(1) > 0
+    torch.testing.assert_close(scores.grad.sum(1)[active], torch.zeros(int(active.sum())))
+    assert (scores.grad.gather(1, target[:, None])[active] <= 0).all()
