@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from sktopk._modules import MLP
+from sktopk.backends import use_backend
 from sktopk.functional import (
     imbalanced_topk_hinge_loss,
     smooth_topk_svm_loss,
     topk_hinge_loss,
 )
-from sktopk.backends import use_backend
 from sktopk.losses import ImbalancedTopKHingeLoss, TopKHingeLoss
 
 EPSILON = 1.0

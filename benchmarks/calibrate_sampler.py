@@ -19,9 +19,15 @@ Features of a sparse call (forward pass, the part that differs between paths):
 - ``proposals``: proposals actually drawn (counted here);
 - one fixed cost per call.
 
+With ``--kernel`` it fits the second model, that of the compiled CPU kernel
+(``sktopk/_cpu_kernel.c``, used when it builds): both paths are timed in the
+kernel; the proposals of a sparse call are counted on the torch sampler with
+the same sizes (same law, so the same expected count).
+
 Usage::
 
     python benchmarks/calibrate_sampler.py            # about 5 minutes
+    python benchmarks/calibrate_sampler.py --kernel   # the kernel's constants
 """
 
 import argparse
@@ -34,6 +40,7 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
+from sktopk import _cpu_kernel
 from sktopk import _sparse_perturbed as sparse
 from sktopk._perturbed import kth_largest_perturbed_torch
 
@@ -82,7 +89,7 @@ class _ProposalCounter:
         sparse._geometric_proposals = self._inner
 
 
-def sparse_rows(repeats, k=6, b=10):
+def sparse_rows(repeats, k=6, b=10, kernel=False):
     rows = []
     for regime, n, c in itertools.product(("peaked", "unit", "wide", "narrow"), (256, 1024),
                                           (1000, 10000)):
@@ -97,6 +104,10 @@ def sparse_rows(repeats, k=6, b=10):
                 continue
 
             def call(x=x, m=m, pool=pool, gen=gen, c=c):
+                if kernel:
+                    _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, 1.0, b, gen, m=m,
+                                                                 pool=pool)
+                    return
                 top = sparse.candidate_pool(x, min(pool + 1, c))
                 sparse.kth_largest_perturbed_sparse(x, k, 1.0, b, gen, m=m, top=top, pool=pool)
 
@@ -111,13 +122,14 @@ def sparse_rows(repeats, k=6, b=10):
     return rows
 
 
-def dense_rows(repeats, k=6, b=10):
+def dense_rows(repeats, k=6, b=10, kernel=False):
+    # Unit scores: no column can be skipped, so the kernel's figure is its upper bound.
+    dense = _cpu_kernel.kth_largest_perturbed_cpu if kernel else kth_largest_perturbed_torch
     rows = []
     for n, c in itertools.product((256, 1024), (300, 1000, 3000, 10000)):
         x = _scores("unit", n, c, seed=0)
         gen = torch.Generator().manual_seed(0)
-        ms = _median_ms(lambda x=x, gen=gen: kth_largest_perturbed_torch(x, k, 1.0, b, gen),
-                        repeats)
+        ms = _median_ms(lambda x=x, gen=gen: dense(x, k, 1.0, b, gen), repeats)
         rows.append({"N": n, "C": c, "ms": ms, "draws": n * c * b, "pairs": n * b, "fixed": 1})
         print(rows[-1], flush=True)
     return rows
@@ -136,11 +148,17 @@ def fit(rows, features):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kernel", action="store_true",
+                        help="fit the compiled CPU kernel's model instead of the torch one")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"# calibrate_sampler: {platform.machine()}, torch {torch.__version__}, 1 thread")
-    dense, d_med, d_max = fit(dense_rows(args.repeats), DENSE_FEATURES)
-    sparse_coef, s_med, s_max = fit(sparse_rows(args.repeats), SPARSE_FEATURES)
+    if args.kernel and _cpu_kernel.library() is None:
+        parser.error(f"the CPU kernel is not available: {_cpu_kernel.unavailable_reason()}")
+    print(f"# calibrate_sampler: {platform.machine()} {platform.processor()}, torch "
+          f"{torch.__version__}, 1 thread, {'CPU kernel' if args.kernel else 'torch'} model")
+    dense, d_med, d_max = fit(dense_rows(args.repeats, kernel=args.kernel), DENSE_FEATURES)
+    sparse_coef, s_med, s_max = fit(sparse_rows(args.repeats, kernel=args.kernel),
+                                    SPARSE_FEATURES)
     print(f"\ndense fit (relative error median {d_med:.2f}, max {d_max:.2f}):")
     for name, value in dense.items():
         print(f"  {name}: {value:.4g} ns")

@@ -85,7 +85,7 @@ def kth_largest_perturbed_torch(x, k, epsilon, n_perturbations, generator=None,
 
 
 def _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise):
-    """The dense estimator: a fused kernel (Triton on CUDA, C on CPU) when one can run, else torch."""
+    """The dense estimator: a fused kernel (Triton on CUDA, C on CPU) if one can run, else torch."""
     # CPU tensors never go to the Triton kernel here (only tests run it on CPU, interpreted).
     kernel = x.is_cuda and _triton_dispatch.get_kernel(x, k, epsilon, n_perturbations, noise)
     if kernel:

@@ -14,44 +14,54 @@ measured on CPU; on CUDA, "auto" keeps the dense path (the fused kernel) until
 GPU constants are measured, and the sparse path runs when forced.
 """
 
+import collections
 import math
 
 import torch
 
-from . import _triton_dispatch
+from . import _cpu_kernel, _triton_dispatch
 
 #: Accepted values of the ``sampler`` parameter.
 SAMPLERS = ("auto", "dense", "sparse")
 
-# Cost model of the "auto" rule, in nanoseconds per unit on one CPU thread,
+# Cost models of the "auto" rule, in nanoseconds per unit on one CPU thread,
 # fitted by benchmarks/calibrate_sampler.py (non-negative least squares on the
 # relative error of timed calls over shapes and score regimes; see
 # benchmarks/RESULTS.md, section 1a). Only their ratios matter. The rule is a
 # fixed function of the call, never timed at run time, so that a seeded fit
-# draws the same numbers on every run. The fit's per-row and per-(row, draw) terms
-# of the sparse path came out as zero and are left out.
-_COST_DENSE_DRAW = 4.6  # dense: one Gaussian draw and its share of topk
-_COST_DENSE_PAIR = 1530.0  # dense: per (row, draw)
-_COST_DENSE_FIXED = 2.9e5
-# The dense path through the fused CPU kernel (sktopk/_cpu_kernel.c), without
-# its column skipping (an upper bound): fitted on random scores at C = 1000 and
-# 10000 (benchmarks/RESULTS.md, section 1a v3).
-_COST_KERNEL_DRAW = 2.1
-_COST_KERNEL_PAIR = 1250.0
-_COST_KERNEL_FIXED = 5e4
-_COST_POOL_SCORE = 3.6  # the candidate pool: per score of the row
-_COST_POOL_SLOT = 44.0  # per sorted slot of the pool
-_COST_CANDIDATE = 12.0  # one perturbed candidate and its share of the k-th largest
-_COST_GROUP = 410.0  # per (row, draw) and group: its rate and first proposal gap
-_COST_PROPOSAL = 140.0  # per proposed column: thinning, truncated draw, merge
-# A floor for the ~100 small torch operations of a call, so that tiny calls stay
-# dense (the fit, over calls with N >= 256, puts only 0.04 ms here).
-_COST_FIXED = 0.5e6
-# The sparse path must be estimated this much cheaper to be taken. The model is
-# optimistic about it on small rows: on the scores of benchmarks/bench_losses.py at
-# C <= 1000 it predicts 0.53-0.65 of the dense cost where 0.73-1.08 is measured
-# (at C >= 10000 it is within 1.25x), so 0.6 rather than its median error (0.8).
-_MARGIN = 0.6
+# draws the same numbers on every run. Two models: both paths in torch
+# operations, and both paths in the compiled CPU kernel (sktopk/_cpu_kernel.c),
+# used when the kernel is available.
+_Costs = collections.namedtuple("_Costs", [
+    "dense_draw",  # dense: one Gaussian draw and its share of the selection
+    "dense_pair",  # dense: per (row, draw)
+    "dense_fixed",
+    "pool_score",  # the candidate pool: per score of the row
+    "pool_slot",  # per slot of the pool
+    "candidate",  # one perturbed candidate and its share of the k-th largest
+    "group",  # per (row, draw) and group: its rate and first proposal gap
+    "proposal",  # per proposed column: thinning, truncated draw, merge
+    # A floor for the fixed costs of a sparse call, so that tiny calls stay dense.
+    "fixed",
+    # The sparse path is taken when estimated below margin x the dense cost.
+    "margin",
+])
+# The fit's per-row and per-(row, draw) terms of the torch sparse path came out as
+# zero; its fixed term covers ~100 small torch operations (the fit, over calls
+# with N >= 256, puts only 0.04 ms there: 0.5 ms is a floor).
+# The torch model is optimistic about the sparse path on small rows: on the scores
+# of benchmarks/bench_losses.py at C <= 1000 it predicts 0.53-0.65 of the dense
+# cost where 0.73-1.08 is measured (at C >= 10000 it is within 1.25x), so its
+# margin is 0.6 rather than its median error (0.8).
+_TORCH_COSTS = _Costs(dense_draw=4.6, dense_pair=1530.0, dense_fixed=2.9e5, pool_score=3.6,
+                      pool_slot=44.0, candidate=12.0, group=410.0, proposal=140.0, fixed=0.5e6,
+                      margin=0.6)
+# The kernel's dense cost is without its column skipping (an upper bound); its
+# fitted fixed costs (0 dense, 0.017 ms sparse) are replaced by 0.05 ms floors.
+# Median relative error of the fit: 1% dense, 10% sparse (max 31%).
+_KERNEL_COSTS = _Costs(dense_draw=2.2, dense_pair=764.0, dense_fixed=5e4, pool_score=2.7,
+                       pool_slot=15.3, candidate=6.8, group=291.0, proposal=74.0, fixed=5e4,
+                       margin=0.85)
 # Candidate counts tried, as multiples of k; pool sizes, as multiples of m.
 _MENU = (1, 2, 4, 8, 16, 32)
 _POOL_MENU = (1, 2, 4, 8, 16, 32)
@@ -161,14 +171,15 @@ def _expected_kth(top, k, epsilon, sizes):
     return 0.5 * (low + high)
 
 
-def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups):
+def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups, costs):
     """Estimated cost (ns) of a sparse call without its proposals."""
     pairs = n_rows * n_perturbations
-    return (_COST_FIXED + n_rows * (_COST_POOL_SCORE * n_columns + _COST_POOL_SLOT * (pool + 1))
-            + pairs * (_COST_CANDIDATE * m + _COST_GROUP * n_groups))
+    return (costs.fixed + n_rows * (costs.pool_score * n_columns + costs.pool_slot * (pool + 1))
+            + pairs * (costs.candidate * m + costs.group * n_groups))
 
 
-def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
+def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
+                  costs=_TORCH_COSTS):
     """Estimated cost (ns) of the sparse path for each (m, pool) the sorted ``top_values`` cover."""
     width = top_values.shape[1]
     sizes = [k * factor for factor in _MENU if k * factor < min(n_columns, width)]
@@ -189,15 +200,15 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows):
     rates = _log_tail((u.unsqueeze(2) - top[:, slots].unsqueeze(1)) / epsilon).exp().mean(0)
     rates = rates.tolist()  # (sizes, slots)
     pairs = n_rows * n_perturbations
-    costs = {}
+    estimates = {}
     for (m, pool), (bound_slots, lengths) in groups.items():
         rate = rates[sizes.index(m)]
         per_pair = sum(length * rate[column[slot]]
                        for slot, length in zip(bound_slots, lengths, strict=True))
-        costs[m, pool] = (_fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool,
-                                             len(lengths))
-                          + _COST_PROPOSAL * pairs * per_pair)
-    return costs
+        estimates[m, pool] = (_fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool,
+                                                 len(lengths), costs)
+                              + costs.proposal * pairs * per_pair)
+    return estimates
 
 
 def proposal_cap(n_rows, n_columns):
@@ -206,11 +217,9 @@ def proposal_cap(n_rows, n_columns):
     return n_rows * n_columns / 32
 
 
-def _dense_cost(n_rows, n_columns, n_perturbations, kernel=False):
+def _dense_cost(n_rows, n_columns, n_perturbations, costs=_TORCH_COSTS):
     pairs = n_rows * n_perturbations
-    if kernel:
-        return _COST_KERNEL_FIXED + pairs * (_COST_KERNEL_DRAW * n_columns + _COST_KERNEL_PAIR)
-    return _COST_DENSE_FIXED + pairs * (_COST_DENSE_DRAW * n_columns + _COST_DENSE_PAIR)
+    return costs.dense_fixed + pairs * (costs.dense_draw * n_columns + costs.dense_pair)
 
 
 def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=None,
@@ -228,9 +237,10 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=No
     adds the pool, the ``N B m`` candidate draws, the per-group rates and the
     proposals, each weighted by a per-unit cost measured on CPU; the dense cost
     is ``N C B`` draws plus a per-(row, draw) overhead. The sparse path is taken
-    when its best estimate is below 0.6 times the dense one. Once the candidates
-    are drawn, the sparse path still hands over to the dense one if the actual
-    expected number of proposals exceeds the dense cost (see
+    when its best estimate is below a margin times the dense one (0.6 for the
+    torch model, 0.85 for the kernel's). Once the candidates are drawn, the
+    torch sparse path still hands over to the dense one if the actual expected
+    number of proposals exceeds the dense cost (see
     :func:`sample_sparse_or_none`).
 
     Parameters
@@ -243,19 +253,20 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=No
     n_rows : int, optional
         Rows of the call; default R.
     kernel : bool, default=False
-        Whether the dense path is the fused CPU kernel (cheaper per draw).
+        Whether both paths run in the compiled CPU kernel (its own cost model).
 
     Returns
     -------
     (str, (int, int) or None)
     """
     n_rows = top_values.shape[0] if n_rows is None else n_rows
-    dense = _dense_cost(n_rows, n_columns, n_perturbations, kernel)
-    costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
-    if not costs:
+    costs = _KERNEL_COSTS if kernel else _TORCH_COSTS
+    dense = _dense_cost(n_rows, n_columns, n_perturbations, costs)
+    estimates = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows, costs)
+    if not estimates:
         return "dense", None
-    best = min(costs, key=costs.get)
-    return ("sparse", best) if costs[best] < _MARGIN * dense else ("dense", None)
+    best = min(estimates, key=estimates.get)
+    return ("sparse", best) if estimates[best] < costs.margin * dense else ("dense", None)
 
 
 def _subset_top(x, k):
@@ -582,9 +593,9 @@ def _merge_accepted(k, values, indices, best_values, best_where, candidate_colum
     indices.view(-1)[affected] = pool_columns.gather(1, top_k.indices[:, k - 1:]).squeeze(1)
 
 
-def dense_cost_in_proposals(n_rows, n_columns, n_perturbations, kernel=False):
+def dense_cost_in_proposals(n_rows, n_columns, n_perturbations):
     """The dense path's cost expressed as a number of proposals (the fallback threshold)."""
-    return _dense_cost(n_rows, n_columns, n_perturbations, kernel) / _COST_PROPOSAL
+    return _dense_cost(n_rows, n_columns, n_perturbations) / _TORCH_COSTS.proposal
 
 
 def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
@@ -595,30 +606,36 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     candidate pool of every row is computed only once the sparse path is
     chosen, at the chosen size. Under ``sampler="auto"`` nothing is computed
     when the cheapest sparse call (k candidates, no proposal) would already
-    cost 0.6 times the dense one.
+    cost the margin times the dense one.
     """
     n_rows, n_columns = x.shape
+    # With the compiled CPU kernel both paths run there, under its own cost model.
     kernel = _triton_dispatch.cpu_kernel_takes(x, k, "independent")
+    costs = _KERNEL_COSTS if kernel else _TORCH_COSTS
     if sampler == "auto":
         if x.device.type != "cpu":
             return None  # the cost constants are CPU ones (module docstring)
-        dense = _dense_cost(n_rows, n_columns, n_perturbations, kernel)
-        floor = _fixed_sparse_cost(n_rows, n_columns, n_perturbations, k, k, 1)
-        if n_columns <= k + 1 or floor >= _MARGIN * dense:
+        dense = _dense_cost(n_rows, n_columns, n_perturbations, costs)
+        floor = _fixed_sparse_cost(n_rows, n_columns, n_perturbations, k, k, 1, costs)
+        if n_columns <= k + 1 or floor >= costs.margin * dense:
             return None
     top_values = _subset_top(x, k)
     if sampler == "sparse":
         # The cheapest sparse sizes, even where dense would be cheaper; with
         # C <= k + 1 every column is a candidate.
-        costs = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows)
-        m, pool = min(costs, key=costs.get) if costs else (n_columns, n_columns)
-        return kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator, m=m,
-                                            pool=pool)
-    path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
-                                 n_rows=n_rows, kernel=kernel)
-    if path == "dense":
-        return None
-    m, pool = sizes
-    return kth_largest_perturbed_sparse(
-        x, k, epsilon, n_perturbations, generator, m=m, pool=pool,
-        max_proposals=dense_cost_in_proposals(n_rows, n_columns, n_perturbations, kernel))
+        estimates = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
+                                  costs)
+        m, pool = min(estimates, key=estimates.get) if estimates else (n_columns, n_columns)
+        max_proposals = None
+    else:
+        path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
+                                     n_rows=n_rows, kernel=kernel)
+        if path == "dense":
+            return None
+        m, pool = sizes
+        max_proposals = dense_cost_in_proposals(n_rows, n_columns, n_perturbations)
+    if kernel:
+        return _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_perturbations,
+                                                            generator, m=m, pool=pool)
+    return kth_largest_perturbed_sparse(x, k, epsilon, n_perturbations, generator, m=m,
+                                        pool=pool, max_proposals=max_proposals)

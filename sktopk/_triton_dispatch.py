@@ -151,7 +151,7 @@ def cpu_kernel_takes(x, k, noise):
 
 
 def require_cpu_kernel(x, k, noise):
-    """The CPU kernel, or a ValueError saying why it cannot take the call (the "cpu_kernel" backend)."""
+    """The CPU kernel, or a ValueError saying why it cannot take the call ("cpu_kernel" backend)."""
     from . import _cpu_kernel
 
     if not _cpu_kernel.supports(x, k, noise):

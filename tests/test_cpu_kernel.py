@@ -68,6 +68,31 @@ def test_skipping_columns_changes_nothing(dtype, regime, n_columns, k, epsilon):
     assert torch.equal(full[1], skipped[1])
 
 
+def _assert_same_law_as_torch(x, k, epsilon, sampler, n_draws=4000):
+    """Winning-column frequencies (chi-square) and single-draw means (z-test), row by row."""
+    rows, n_columns = x.shape
+    _, torch_idx = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
+                                               torch.Generator().manual_seed(0))
+    _, kernel_idx = sampler(x, k, epsilon, n_draws, torch.Generator().manual_seed(1))
+    torch_counts = _row_frequencies(torch_idx, n_columns).numpy()
+    kernel_counts = _row_frequencies(kernel_idx, n_columns).numpy()
+    # Single-draw values (B = 1 on repeated rows) have the per-draw law.
+    x_rep = x.repeat_interleave(n_draws, dim=0)
+    torch_v, _ = kth_largest_perturbed_torch(x_rep, k, epsilon, 1,
+                                             torch.Generator().manual_seed(2))
+    kernel_v, _ = sampler(x_rep, k, epsilon, 1, torch.Generator().manual_seed(3))
+    torch_v = torch_v.double().view(rows, n_draws)
+    kernel_v = kernel_v.double().view(rows, n_draws)
+    for row in range(rows):
+        assert _homogeneous(torch_counts[row], kernel_counts[row]), (
+            f"row {row}: winning-column frequencies differ\n{torch_counts[row]}\n"
+            f"{kernel_counts[row]}")
+        a, b = torch_v[row], kernel_v[row]
+        se = math.sqrt((a.var().item() + b.var().item()) / n_draws) + 1e-300
+        assert abs(a.mean().item() - b.mean().item()) <= Z_ALPHA * se, (
+            f"row {row}: means {a.mean().item()} vs {b.mean().item()}, se {se}")
+
+
 @needs_kernel
 @pytest.mark.parametrize(("regime", "n_columns", "k", "epsilon"), [
     ("unit", 60, 1, 1.0),
@@ -77,27 +102,71 @@ def test_skipping_columns_changes_nothing(dtype, regime, n_columns, k, epsilon):
     ("trained", 500, 6, 1.0),
     ("wide", 100, 3, 0.01),
 ])
-def test_matches_torch_path_in_distribution(regime, n_columns, k, epsilon):
-    x = _scores(regime, 6, n_columns, seed=5)
-    n_draws = 4000
-    _, torch_idx = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
-                                               torch.Generator().manual_seed(0))
-    _, kernel_idx = _cpu_kernel.kth_largest_perturbed_cpu(x, k, epsilon, n_draws,
-                                                          torch.Generator().manual_seed(1))
-    torch_counts = _row_frequencies(torch_idx, n_columns).numpy()
-    kernel_counts = _row_frequencies(kernel_idx, n_columns).numpy()
-    # Single-draw values (B = 1 on repeated rows) have the per-draw law.
-    x_rep = x.repeat_interleave(n_draws, dim=0)
-    torch_v, _ = kth_largest_perturbed_torch(x_rep, k, epsilon, 1,
-                                             torch.Generator().manual_seed(2))
-    kernel_v, _ = _cpu_kernel.kth_largest_perturbed_cpu(x_rep, k, epsilon, 1,
-                                                        torch.Generator().manual_seed(3))
-    torch_v, kernel_v = torch_v.view(6, n_draws), kernel_v.view(6, n_draws)
-    for row in range(6):
-        assert _homogeneous(torch_counts[row], kernel_counts[row]), row
-        a, b = torch_v[row], kernel_v[row]
-        se = math.sqrt((a.var().item() + b.var().item()) / n_draws) + 1e-300
-        assert abs(a.mean().item() - b.mean().item()) <= Z_ALPHA * se, row
+def test_dense_kernel_matches_torch_path_in_distribution(regime, n_columns, k, epsilon):
+    _assert_same_law_as_torch(_scores(regime, 6, n_columns, seed=5), k, epsilon,
+                              _cpu_kernel.kth_largest_perturbed_cpu)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("regime", "n_columns", "k", "epsilon", "m", "pool"), [
+    ("trained", 300, 4, 1.0, 8, 8),  # candidates and the rest of the row
+    ("trained", 300, 4, 1.0, 8, 300),  # candidates and tiers, no rest
+    ("trained", 500, 6, 1.0, 12, 96),  # tiers [12, 24) ... [48, 96) and the rest
+    ("unit", 203, 3, 1.0, 6, 48),  # many proposals, tiers of every size
+    ("wide", 1000, 6, 0.01, 6, 24),  # tiny rates: the far tail of the truncated draws
+    ("wide", 100, 2, 10.0, 2, 16),  # rates near 1
+    ("ties", 40, 3, 0.5, 3, 12),  # ties across tier and pool boundaries
+    ("flat", 50, 5, 1.0, 5, 10),
+    ("unit", 7, 6, 1.0, 6, 7),  # C = k + 1: every column a candidate or in the pool
+])
+def test_sparse_kernel_matches_torch_path_in_distribution(regime, n_columns, k, epsilon, m,
+                                                          pool):
+    def sparse(x, k, epsilon, n_draws, generator):
+        return _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_draws, generator,
+                                                            m=m, pool=pool)
+
+    _assert_same_law_as_torch(_scores(regime, 5, n_columns, seed=n_columns), k, epsilon, sparse)
+
+
+@needs_kernel
+def test_sparse_kernel_hundred_thousand_columns_float32():
+    # The pool found through maxima of groups of 8 columns (pool < C / 8).
+    x = _scores("trained", 3, 100_000, seed=0).float()
+    x[:, 50_000:50_010] += 4.0  # high scores away from the first columns
+
+    def sparse(x, k, epsilon, n_draws, generator):
+        return _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_draws, generator,
+                                                            m=24, pool=192)
+
+    _assert_same_law_as_torch(x, 6, 1.0, sparse, n_draws=1500)
+
+
+@needs_kernel
+def test_sparse_kernel_checks_its_sizes_and_is_reproducible():
+    x = _scores("trained", 8, 400, seed=2)
+    for m, pool in ((2, 8), (8, 4), (8, 401)):
+        with pytest.raises(ValueError, match="k <= m <= pool <= C"):
+            _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, 3, 1.0, 4, m=m, pool=pool)
+    first = _cpu_kernel.kth_largest_perturbed_sparse_cpu(
+        x, 3, 1.0, 10, torch.Generator().manual_seed(4), m=6, pool=24)
+    second = _cpu_kernel.kth_largest_perturbed_sparse_cpu(
+        x, 3, 1.0, 10, torch.Generator().manual_seed(4), m=6, pool=24)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+@needs_kernel
+def test_sparse_sampler_goes_to_the_kernel():
+    from sktopk._sparse_perturbed import _KERNEL_COSTS, _sparse_costs, _subset_top
+
+    x = _scores("trained", 8, 400, seed=3).float()
+    forced = perturbed_topk(x, 4, 1.0, 10, generator=torch.Generator().manual_seed(0),
+                            sampler="sparse")
+    # sampler="sparse" takes the sizes of the cheapest estimate of the kernel's model.
+    estimates = _sparse_costs(_subset_top(x, 4), 4, 1.0, 10, 400, 8, _KERNEL_COSTS)
+    m, pool = min(estimates, key=estimates.get)
+    values, _ = _cpu_kernel.kth_largest_perturbed_sparse_cpu(
+        x, 4, 1.0, 10, torch.Generator().manual_seed(0), m=m, pool=pool)
+    assert torch.equal(forced, values)
 
 
 @needs_kernel
