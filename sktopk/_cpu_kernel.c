@@ -413,11 +413,12 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                                       int64_t row_end, int64_t m, int64_t pool, TYPE *values,
                                       int64_t *indices) {
     const int64_t n_maxima = (C + 7) / 8;
-    TYPE *v = malloc(sizeof(TYPE) * (C > n_maxima ? C : n_maxima));
+    TYPE *v = malloc(sizeof(TYPE) * C), *group_max = malloc(sizeof(TYPE) * C);
     int32_t *ix = malloc(sizeof(int32_t) * C);
     unsigned char *in_pool = calloc(C, 1);
-    if (!v || !ix || !in_pool) {
+    if (!v || !group_max || !ix || !in_pool) {
         free(v);
+        free(group_max);
         free(ix);
         free(in_pool);
         return -1;
@@ -429,32 +430,46 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
     for (int64_t n = row_begin; n < row_end; n++) {
         const TYPE *row = x + n * C;
         int64_t count = 0;
-        TYPE tau = LOWEST;
-        int have_tau = 0;
+        TYPE bound = LOWEST; /* every column left out of v scores below it */
         if (pool < n_maxima) {
             /* A lower bound of the pool-th largest score: the pool-th largest of
-             * the maxima of groups of 8 columns; only scores above it are sorted. */
-            for (int64_t g = 0; g < n_maxima; g++) {
-                TYPE best = row[8 * g];
-                for (int64_t c = 8 * g + 1; c < 8 * g + 8 && c < C; c++)
-                    best = row[c] > best ? row[c] : best;
-                v[g] = best;
-            }
-            NAME(select_top)(v, ix, n_maxima, pool);
-            tau = v[0];
+             * the maxima of groups of 8 columns (columns g, g + G, ..., g + 7G,
+             * G = C / 8, and the last C - 8G alone: a layout that vectorises);
+             * only the scores above it, all in groups whose maximum is, are
+             * sorted. */
+            const int64_t stride = C / 8, rest = C - 8 * stride, n_groups = stride + rest;
+            for (int64_t g = 0; g < stride; g++) group_max[g] = row[g];
+            for (int64_t j = 1; j < 8; j++)
+                for (int64_t g = 0; g < stride; g++)
+                    group_max[g] = row[j * stride + g] > group_max[g] ? row[j * stride + g]
+                                                                      : group_max[g];
+            for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[8 * stride + j];
+            memcpy(v, group_max, sizeof(TYPE) * n_groups);
+            NAME(select_top)(v, ix, n_groups, pool);
+            TYPE tau = v[0];
             for (int64_t g = 1; g < pool; g++) tau = v[g] < tau ? v[g] : tau;
-            have_tau = 1;
-        }
-        for (int64_t c = 0; c < C; c++)
-            if (!have_tau || row[c] >= tau) {
-                v[count] = row[c];
-                ix[count++] = (int32_t)c;
+            for (int64_t g = 0; g < n_groups; g++) {
+                if (group_max[g] < tau) continue;
+                for (int64_t j = 0; j < (g < stride ? 8 : 1); j++) {
+                    const int64_t col = g < stride ? j * stride + g : 8 * stride + (g - stride);
+                    if (row[col] >= tau) {
+                        v[count] = row[col];
+                        ix[count++] = (int32_t)col;
+                    }
+                }
             }
+            bound = tau;
+        } else {
+            for (int64_t c = 0; c < C; c++) {
+                v[c] = row[c];
+                ix[c] = (int32_t)c;
+            }
+            count = C;
+        }
         NAME(select_top)(v, ix, count, pool);
         /* Every column outside the pool scores at most `outside`. */
-        TYPE outside = LOWEST;
+        TYPE outside = bound;
         for (int64_t j = pool; j < count; j++) outside = v[j] > outside ? v[j] : outside;
-        if (have_tau && tau > outside) outside = tau;
         for (int64_t t = n_edges - 2; t >= 0; t--) NAME(select_top)(v, ix, edge[t + 1], edge[t]);
         TYPE tier_top[64];
         for (int64_t t = 0; t + 1 < n_edges; t++) {
@@ -502,6 +517,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         values[n] = (TYPE)(total / (double)B);
     }
     free(v);
+    free(group_max);
     free(ix);
     free(in_pool);
     return 0;

@@ -168,10 +168,11 @@ def supports(x, k, noise):
 def _thread_pool(workers):
     global _pool
     with _lock:
-        if _pool is None or _pool._max_workers < workers:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="sktopk-kernel")
-        return _pool
+        # A forked child inherits the pool object but not its threads: make a new one.
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers:
+            _pool = (os.getpid(), workers, concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="sktopk-kernel"))
+        return _pool[2]
 
 
 def draw_seed(generator):

@@ -4,6 +4,8 @@ Distribution tests are two-sided at a false-alarm rate of ALPHA = 1e-3 each.
 """
 
 import math
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
@@ -289,3 +291,27 @@ def test_loss_gradient_is_a_probability_vector_minus_the_label():
     active = scores.grad.abs().sum(1) > 0
     torch.testing.assert_close(scores.grad.sum(1)[active], torch.zeros(int(active.sum())))
     assert (scores.grad.gather(1, target[:, None])[active] <= 0).all()
+
+
+def _kernel_in_child(x):
+    torch.set_num_threads(2)  # 6M draws: two tasks on the child's own thread pool
+    return _cpu_kernel.kth_largest_perturbed_cpu(x, 6, 1.0, 10,
+                                                 torch.Generator().manual_seed(4))[1]
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_thread_pool():
+    # A child forked after the parent's pool started inherits the pool object but
+    # none of its threads: a call there must not wait forever for them.
+    x = _scores("unit", 600, 1000, seed=0).float()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        expected = _cpu_kernel.kth_largest_perturbed_cpu(x, 6, 1.0, 10,
+                                                         torch.Generator().manual_seed(4))[1]
+    finally:
+        torch.set_num_threads(threads)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_kernel_in_child, (x,)).get(timeout=120)
+    assert torch.equal(got, expected)
