@@ -19,8 +19,9 @@ from sktopk.functional import perturbed_topk, topk_hinge_loss
 
 from .test_sparse_perturbed import ALPHA, Z_ALPHA, _homogeneous, _row_frequencies, _scores
 
-needs_kernel = pytest.mark.skipif(_cpu_kernel.library() is None,
-                                  reason="the CPU kernel needs a C compiler")
+needs_kernel = pytest.mark.skipif(
+    _cpu_kernel.library() is None,
+    reason=f"the CPU kernel is not available: {_cpu_kernel.unavailable_reason()}")
 
 
 @needs_kernel
@@ -241,6 +242,7 @@ def test_calls_outside_the_kernel_take_the_torch_path():
 
 
 def _fresh_kernel_state(monkeypatch, tmp_path):
+    monkeypatch.delenv("SKTOPK_DISABLE_CPU_KERNEL", raising=False)
     monkeypatch.setenv("SKTOPK_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_cpu_kernel, "_library", None)
     monkeypatch.setattr(_cpu_kernel, "_reason", None)
