@@ -45,30 +45,29 @@ __attribute__((__simd__("notinbranch"))) float cosf(float);
 /* Largest |Z|: sqrt(-2 log(2^-25)) = 5.887 for the smallest 24-bit uniform, rounded up. */
 #define ZMAX 5.9f
 
+/* Philox4x32-10: the ten rounds on the counter x, in place, under the key (k0, k1). */
+static inline void philox10(uint32_t x[4], uint32_t k0, uint32_t k1) {
+#pragma GCC unroll 10
+    for (int r = 0; r < 10; r++) {
+        const uint64_t p0 = (uint64_t)0xD2511F53u * x[0];
+        const uint64_t p1 = (uint64_t)0xCD9E8D57u * x[2];
+        const uint32_t y0 = (uint32_t)(p1 >> 32) ^ x[1] ^ k0;
+        const uint32_t y2 = (uint32_t)(p0 >> 32) ^ x[3] ^ k1;
+        x[1] = (uint32_t)p1;
+        x[3] = (uint32_t)p0;
+        x[0] = y0;
+        x[2] = y2;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+}
+
 static void philox_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
                          uint64_t row, uint32_t out[4][LANES]) {
-    const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
-    const uint32_t row0 = (uint32_t)row, row1 = (uint32_t)(row >> 32);
     for (int i = 0; i < LANES; i++) {
-        uint32_t x0 = group[i], x1 = draw, x2 = row0, x3 = row1;
-        uint32_t k0 = key0, k1 = key1;
-#pragma GCC unroll 10
-        for (int r = 0; r < 10; r++) {
-            uint64_t p0 = (uint64_t)0xD2511F53u * x0;
-            uint64_t p1 = (uint64_t)0xCD9E8D57u * x2;
-            uint32_t y0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0;
-            uint32_t y2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
-            x1 = (uint32_t)p1;
-            x3 = (uint32_t)p0;
-            x0 = y0;
-            x2 = y2;
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        out[0][i] = x0;
-        out[1][i] = x1;
-        out[2][i] = x2;
-        out[3][i] = x3;
+        uint32_t x[4] = {group[i], draw, (uint32_t)row, (uint32_t)(row >> 32)};
+        philox10(x, (uint32_t)seed, (uint32_t)(seed >> 32));
+        for (int w = 0; w < 4; w++) out[w][i] = x[w];
     }
 }
 
@@ -126,24 +125,11 @@ typedef struct {
 } uniform_stream;
 
 static void philox_one(uint64_t seed, uint32_t c0, uint32_t c1, uint64_t row, uint32_t out[4]) {
-    uint32_t x0 = c0, x1 = c1, x2 = (uint32_t)row, x3 = (uint32_t)(row >> 32);
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * x0;
-        uint64_t p1 = (uint64_t)0xCD9E8D57u * x2;
-        uint32_t y0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0;
-        uint32_t y2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
-        x1 = (uint32_t)p1;
-        x3 = (uint32_t)p0;
-        x0 = y0;
-        x2 = y2;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    out[0] = x0;
-    out[1] = x1;
-    out[2] = x2;
-    out[3] = x3;
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = (uint32_t)row;
+    out[3] = (uint32_t)(row >> 32);
+    philox10(out, (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
 /* A uniform in (0, 1] with 53 random bits (two words). */

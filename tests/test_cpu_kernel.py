@@ -17,7 +17,7 @@ from sktopk._perturbed import kth_largest_perturbed_torch
 from sktopk.backends import use_backend
 from sktopk.functional import perturbed_topk, topk_hinge_loss
 
-from .test_sparse_perturbed import ALPHA, Z_ALPHA, _homogeneous, _row_frequencies, _scores
+from .test_sparse_perturbed import ALPHA, Z_ALPHA, _scores, assert_same_law_as_dense
 
 needs_kernel = pytest.mark.skipif(
     _cpu_kernel.library() is None,
@@ -72,28 +72,7 @@ def test_skipping_columns_changes_nothing(dtype, regime, n_columns, k, epsilon):
 
 
 def _assert_same_law_as_torch(x, k, epsilon, sampler, n_draws=4000):
-    """Winning-column frequencies (chi-square) and single-draw means (z-test), row by row."""
-    rows, n_columns = x.shape
-    _, torch_idx = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
-                                               torch.Generator().manual_seed(0))
-    _, kernel_idx = sampler(x, k, epsilon, n_draws, torch.Generator().manual_seed(1))
-    torch_counts = _row_frequencies(torch_idx, n_columns).numpy()
-    kernel_counts = _row_frequencies(kernel_idx, n_columns).numpy()
-    # Single-draw values (B = 1 on repeated rows) have the per-draw law.
-    x_rep = x.repeat_interleave(n_draws, dim=0)
-    torch_v, _ = kth_largest_perturbed_torch(x_rep, k, epsilon, 1,
-                                             torch.Generator().manual_seed(2))
-    kernel_v, _ = sampler(x_rep, k, epsilon, 1, torch.Generator().manual_seed(3))
-    torch_v = torch_v.double().view(rows, n_draws)
-    kernel_v = kernel_v.double().view(rows, n_draws)
-    for row in range(rows):
-        assert _homogeneous(torch_counts[row], kernel_counts[row]), (
-            f"row {row}: winning-column frequencies differ\n{torch_counts[row]}\n"
-            f"{kernel_counts[row]}")
-        a, b = torch_v[row], kernel_v[row]
-        se = math.sqrt((a.var().item() + b.var().item()) / n_draws) + 1e-300
-        assert abs(a.mean().item() - b.mean().item()) <= Z_ALPHA * se, (
-            f"row {row}: means {a.mean().item()} vs {b.mean().item()}, se {se}")
+    assert_same_law_as_dense(x, k, epsilon, n_draws, sampler)
 
 
 @needs_kernel

@@ -50,15 +50,18 @@ def _homogeneous(counts_a, counts_b):
     return p_value > ALPHA
 
 
-def _assert_same_law(x, k, epsilon, n_draws, seed, m=None, pool=None):
+def assert_same_law_as_dense(x, k, epsilon, n_draws, sampler, seed=0):
+    """``sampler(x, k, epsilon, B, generator) -> (values, indices)`` against the dense torch path.
+
+    Row by row: the winning-column frequencies (chi-square, :func:`_homogeneous`)
+    and the mean single-draw value (z-test), each at level ALPHA.
+    """
     n_columns = x.shape[1]
     _, dense_idx = kth_largest_perturbed_torch(x, k, epsilon, n_draws,
                                                torch.Generator().manual_seed(seed))
-    _, sparse_idx = kth_largest_perturbed_sparse(x, k, epsilon, n_draws,
-                                                 torch.Generator().manual_seed(seed + 1), m=m,
-                                                 pool=pool)
+    _, other_idx = sampler(x, k, epsilon, n_draws, torch.Generator().manual_seed(seed + 1))
     dense_counts = _row_frequencies(dense_idx, n_columns).numpy()
-    sparse_counts = _row_frequencies(sparse_idx, n_columns).numpy()
+    other_counts = _row_frequencies(other_idx, n_columns).numpy()
     # The per-draw values: the winning column's perturbed value is not returned,
     # so compare the means over the draws through a second call with B = 1 per row
     # repeated: values of single draws have the per-draw law.
@@ -66,19 +69,24 @@ def _assert_same_law(x, k, epsilon, n_draws, seed, m=None, pool=None):
     x_rep = x.repeat_interleave(n_draws, dim=0)
     dense_v, _ = kth_largest_perturbed_torch(x_rep, k, epsilon, 1,
                                              torch.Generator().manual_seed(seed + 2))
-    sparse_v, _ = kth_largest_perturbed_sparse(x_rep, k, epsilon, 1,
-                                               torch.Generator().manual_seed(seed + 3), m=m,
-                                               pool=pool)
+    other_v, _ = sampler(x_rep, k, epsilon, 1, torch.Generator().manual_seed(seed + 3))
     dense_v = dense_v.double().view(rows, n_draws)
-    sparse_v = sparse_v.double().view(rows, n_draws)
+    other_v = other_v.double().view(rows, n_draws)
     for row in range(rows):
-        assert _homogeneous(dense_counts[row], sparse_counts[row]), (
+        assert _homogeneous(dense_counts[row], other_counts[row]), (
             f"row {row}: winning-column frequencies differ\n{dense_counts[row]}\n"
-            f"{sparse_counts[row]}")
-        a, b = dense_v[row], sparse_v[row]
+            f"{other_counts[row]}")
+        a, b = dense_v[row], other_v[row]
         se = math.sqrt(a.var().item() / n_draws + b.var().item() / n_draws) + 1e-300
         assert abs(a.mean().item() - b.mean().item()) <= Z_ALPHA * se, (
             f"row {row}: means {a.mean().item()} vs {b.mean().item()}, se {se}")
+
+
+def _assert_same_law(x, k, epsilon, n_draws, seed, m=None, pool=None):
+    def sparse(x, k, epsilon, n_draws, generator):
+        return kth_largest_perturbed_sparse(x, k, epsilon, n_draws, generator, m=m, pool=pool)
+
+    assert_same_law_as_dense(x, k, epsilon, n_draws, sparse, seed)
 
 
 def _scores(regime, n_rows, n_columns, seed):
