@@ -114,6 +114,19 @@ def _declare(library):
     return library
 
 
+def _writable_cache_dir():
+    """The cache directory, or a private temporary one when it cannot be written."""
+    directory = _cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.access(directory, os.W_OK):
+            return directory
+    except OSError:
+        pass
+    # A read-only home (some containers): build for this process only.
+    return Path(tempfile.mkdtemp(prefix="sktopk-kernel-"))
+
+
 def _load():
     """Build (once per machine) and load the library; sets ``_reason`` on failure."""
     global _library, _reason
@@ -122,13 +135,14 @@ def _load():
         return None
     compiler = os.environ.get("CC", "cc")
     source = _SOURCE.read_bytes()
+    directory = _writable_cache_dir()
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(
             b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
                         _machine_key().encode()])
         ).hexdigest()[:16]
-        target = _cache_dir() / f"cpu_kernel-{key}.so"
+        target = directory / f"cpu_kernel-{key}.so"
         try:
             if not target.exists():
                 error = _compile(compiler, flags, target)

@@ -261,6 +261,15 @@ def test_build_is_cached_per_source_and_flags(monkeypatch, tmp_path):
 
 
 @needs_kernel
+def test_unwritable_cache_builds_in_a_temporary_directory(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    _fresh_kernel_state(monkeypatch, blocker / "cache")
+    assert _cpu_kernel.library() is not None
+    assert _cpu_kernel.unavailable_reason() is None
+
+
+@needs_kernel
 def test_loss_gradient_is_a_probability_vector_minus_the_label():
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(32, 300, generator=gen).requires_grad_(True)
