@@ -164,6 +164,9 @@ static double upper_quantile(double p) {
     const double low = 0.02425;
     double x;
     if (p >= 1.0) return -INFINITY;
+    /* Upper half by symmetry: 1 - p is exact there, and the Halley step below
+     * loses digits to cancellation when p is close to 1. */
+    if (p > 0.5) return -upper_quantile(1.0 - p);
     if (p < low) {
         double q = sqrt(-2.0 * log(p));
         x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
@@ -183,6 +186,9 @@ static double upper_quantile(double p) {
     x = x - u / (1.0 + 0.5 * x * u);
     return -x;
 }
+
+/* Test entry: the inverse Gaussian tail used by the sparse path. */
+double sktopk_upper_quantile(double p) { return upper_quantile(p); }
 
 /* The typed part, once per score dtype (this file includes itself). */
 #define SKTOPK_TYPED_PART
@@ -383,7 +389,10 @@ static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t len
         const double s = (double)score[at];
         const double p = upper_tail((u - s) / eps);
         if (next_uniform(stream) * q >= p) continue;
-        const TYPE value = (TYPE)(s + eps * upper_quantile(next_uniform(stream) * p));
+        /* W p can underflow to 0 for p near the smallest double: keep it positive. */
+        double tail = next_uniform(stream) * p;
+        tail = tail > DBL_MIN ? tail : DBL_MIN;
+        const TYPE value = (TYPE)(s + eps * upper_quantile(tail));
         /* Above u, but maybe not above the k-th value of the list as it is now. */
         if (value < topv[k - 1] || (value == topv[k - 1] && col > topi[k - 1])) continue;
         NAME(insert)(topv, topi, filled, k, value, col);

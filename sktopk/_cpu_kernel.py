@@ -108,6 +108,8 @@ def _declare(library):
                              ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
         function.restype = ctypes.c_int
+    library.sktopk_upper_quantile.argtypes = [ctypes.c_double]
+    library.sktopk_upper_quantile.restype = ctypes.c_double
     library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
                                        ctypes.c_int64, ctypes.c_void_p]
     library.sktopk_normals.restype = None

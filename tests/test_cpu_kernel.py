@@ -52,6 +52,16 @@ def test_noise_is_uncorrelated_across_columns_rows_and_draws(lag):
 
 
 @needs_kernel
+def test_inverse_gaussian_tail_of_the_sparse_path():
+    # t with P(Z > t) = p, from the centre to the far tail the thinning reaches.
+    quantile = _cpu_kernel.library().sktopk_upper_quantile
+    for p in np.concatenate([np.logspace(-300, -1, 60), np.linspace(0.05, 0.95, 19),
+                             1 - np.logspace(-12, -2, 6)]):
+        np.testing.assert_allclose(quantile(float(p)), stats.norm.isf(p), rtol=1e-10,
+                                   atol=1e-12)
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("regime", "n_columns", "k", "epsilon"), [
     ("unit", 1001, 6, 1.0),
