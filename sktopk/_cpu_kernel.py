@@ -136,8 +136,12 @@ def _load():
         _reason = "disabled by SKTOPK_DISABLE_CPU_KERNEL"
         return None
     compiler = os.environ.get("CC", "cc")
-    source = _SOURCE.read_bytes()
-    directory = _writable_cache_dir()
+    try:
+        source = _SOURCE.read_bytes()
+        directory = _writable_cache_dir()
+    except OSError as exc:  # no source installed, no writable directory at all
+        _reason = f"the kernel cannot be built here ({exc})"
+        return None
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(

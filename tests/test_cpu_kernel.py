@@ -380,3 +380,16 @@ def test_scores_spanning_more_than_the_largest_float_are_defined_behaviour(tmp_p
     if done.returncode == 77:
         pytest.skip("the C compiler cannot build with -fsanitize=undefined")
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_missing_source_falls_back_to_torch_and_says_why(monkeypatch, tmp_path):
+    # An install without the C file (a bundler that drops package data) must not
+    # break sktopk: the torch path runs and the reason names the file.
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(_cpu_kernel, "_SOURCE", tmp_path / "missing" / "_cpu_kernel.c")
+    assert _cpu_kernel.library() is None
+    assert "_cpu_kernel.c" in _cpu_kernel.unavailable_reason()
+    x = _scores("unit", 4, 50, seed=3).float()
+    got = perturbed_topk(x, 2, 1.0, 3, generator=torch.Generator().manual_seed(0))
+    expected, _ = kth_largest_perturbed_torch(x, 2, 1.0, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(got, expected)
