@@ -393,3 +393,14 @@ def test_missing_source_falls_back_to_torch_and_says_why(monkeypatch, tmp_path):
     got = perturbed_topk(x, 2, 1.0, 3, generator=torch.Generator().manual_seed(0))
     expected, _ = kth_largest_perturbed_torch(x, 2, 1.0, 3, torch.Generator().manual_seed(0))
     assert torch.equal(got, expected)
+
+
+@needs_kernel
+def test_direct_calls_check_k_against_the_row():
+    # k = 0 would read the top list at index -1; k > C would return an unfilled list.
+    x = _scores("unit", 2, 10, seed=0).float()
+    for k in (0, 11):
+        with pytest.raises(ValueError, match="k must lie between 1 and the number of columns"):
+            _cpu_kernel.kth_largest_perturbed_cpu(x, k, 1.0, 2)
+    with pytest.raises(ValueError, match="k must lie between 1"):
+        _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, 0, 1.0, 2, m=0, pool=4)
