@@ -18,8 +18,9 @@
  * into levels by their highest score; a draw stops at the first level whose
  * bound cannot reach its running k-th value, and groups that no draw can use
  * (maximum + eps ZMAX below L - eps ZMAX after rounding, L the row's k-th
- * largest score) are dropped once per row. The result is identical to visiting every column (ties between equal
- * perturbed values are broken towards the lower column index in both cases).
+ * largest score) are dropped once per row. The result is identical to visiting
+ * every column (ties between equal perturbed values are broken towards the
+ * lower column index in both cases).
  */
 #include <float.h>
 #include <math.h>
