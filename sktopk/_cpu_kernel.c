@@ -17,9 +17,10 @@
  * columns are visited by groups of four (one Philox counter), the groups sorted
  * into levels by their highest score; a draw stops at the first level whose
  * bound cannot reach its running k-th value, and groups that no draw can use
- * (below L - 2 eps ZMAX, L the row's k-th largest score) are dropped once per
- * row. The result is identical to visiting every column (ties between equal
- * perturbed values are broken towards the lower column index in both cases).
+ * (maximum + eps ZMAX below L - eps ZMAX after rounding, L the row's k-th
+ * largest score) are dropped once per row. The result is identical to visiting
+ * every column (ties between equal perturbed values are broken towards the
+ * lower column index in both cases).
  */
 #include <float.h>
 #include <math.h>
@@ -260,22 +261,34 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
         }
         for (int64_t c = 0; c < C; c++)
             if (filled < k || row[c] > topv[k - 1]) NAME(insert)(topv, topi, &filled, k, row[c], c);
-        /* Groups some draw can use, by level of their maximum (counting sort); without
-         * skipping, every group, in order, in level 0. */
-        const TYPE top = topv[0], cutoff = topv[k - 1] - 2 * reach;
+        /* Groups no draw can use: their maximum lifted by eps ZMAX still rounds below
+         * the k-th score lowered by it, so (rounding is monotone) every draw puts k
+         * columns strictly above all of theirs. The test is on the rounded sums: a cut
+         * on L - 2 eps ZMAX, itself rounded, could drop a column that ties the k-th
+         * value after rounding. Their maximum becomes -inf; `cutoff` is the lowest kept. */
+        const TYPE top = topv[0], floor_k = topv[k - 1] - reach;
+        TYPE cutoff = top;
+        for (int64_t g = 0; skip && g < n_groups; g++) {
+            if (gmax[g] + reach < floor_k) gmax[g] = -INFINITY;
+            else cutoff = gmax[g] < cutoff ? gmax[g] : cutoff;
+        }
+        /* The groups kept, by level of their maximum (counting sort); without skipping,
+         * every group, in order, in level 0. A range beyond the largest float makes the
+         * width inf and a ratio inf / inf: NaN goes to the last level, never to a cast
+         * (no draw stops early then: the bound is inf). */
         const TYPE width = skip ? (top - cutoff) / LEVELS : 0;
         int64_t start[LEVELS + 1] = {0}, fill[LEVELS];
         for (int64_t g = 0; g < n_groups; g++) {
             if (skip && gmax[g] < cutoff) continue;
-            int64_t level = width > 0 ? (int64_t)((top - gmax[g]) / width) : 0;
-            start[(level < LEVELS ? level : LEVELS - 1) + 1]++;
+            const TYPE ratio = width > 0 ? (top - gmax[g]) / width : 0;
+            start[(ratio < LEVELS ? (int64_t)ratio : LEVELS - 1) + 1]++;
         }
         for (int l = 0; l < LEVELS; l++) start[l + 1] += start[l];
         memcpy(fill, start, sizeof(fill));
         for (int64_t g = 0; g < n_groups; g++) {
             if (skip && gmax[g] < cutoff) continue;
-            int64_t level = width > 0 ? (int64_t)((top - gmax[g]) / width) : 0;
-            order[fill[level < LEVELS ? level : LEVELS - 1]++] = (uint32_t)g;
+            const TYPE ratio = width > 0 ? (top - gmax[g]) / width : 0;
+            order[fill[ratio < LEVELS ? (int64_t)ratio : LEVELS - 1]++] = (uint32_t)g;
         }
         memset(order + start[LEVELS], 0, sizeof(uint32_t) * LANES);
         /* The scores in visiting order, so that each draw reads them contiguously. */

@@ -136,8 +136,12 @@ def _load():
         _reason = "disabled by SKTOPK_DISABLE_CPU_KERNEL"
         return None
     compiler = os.environ.get("CC", "cc")
-    source = _SOURCE.read_bytes()
-    directory = _writable_cache_dir()
+    try:
+        source = _SOURCE.read_bytes()
+        directory = _writable_cache_dir()
+    except OSError as exc:  # no source installed, no writable directory at all
+        _reason = f"the kernel cannot be built here ({exc})"
+        return None
     errors = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(
@@ -224,6 +228,10 @@ def _check_call(x, k, noise):
     if library() is None or not supports(x, k, noise):
         raise ValueError("the CPU kernel cannot take this call: "
                          f"{unavailable_reason() or 'unsupported dtype, device, noise or k'}.")
+    # The C code reads its top list at k - 1 and fills it from the row: 1 <= k <= C.
+    if not 1 <= k <= x.shape[1]:
+        raise ValueError(f"k must lie between 1 and the number of columns ({x.shape[1]}), "
+                         f"got k={k}.")
     return x.contiguous()
 
 

@@ -315,3 +315,92 @@ def test_forked_child_gets_its_own_thread_pool():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_kernel_in_child, (x,)).get(timeout=120)
     assert torch.equal(got, expected)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("dtype", "top"), [(torch.float32, 2.0**20 + 1.0),
+                                            (torch.float64, 2.0**36 + 1.0)])
+def test_skipping_keeps_a_column_that_ties_after_rounding(dtype, top):
+    # Scores far above epsilon: perturbed values fall on a grid of spacing ulp,
+    # and a column 2 ulp below the top one, just under the old cut L - 2 eps
+    # ZMAX (rounded up to L - ulp), still rounds to the same perturbed value
+    # L - ulp as the top column when its noise is high and the top one's low.
+    # The tie goes to the lower column, as when every column is visited.
+    ulp = float(torch.finfo(dtype).eps) * 2.0**math.floor(math.log2(top))
+    epsilon = 0.1264 * ulp  # 2 eps ZMAX = 1.49 ulp
+    n_columns = 400_000
+    key = _cpu_kernel.draw_seed(torch.Generator().manual_seed(11))
+    z = _cpu_kernel.kernel_normals(key, 0, 0, n_columns).double()
+    high = torch.nonzero(epsilon * z >= 0.5001 * ulp).squeeze(1)
+    low = torch.nonzero(epsilon * z <= -0.5001 * ulp).squeeze(1)
+    low_column = int(high.min())
+    assert (low > low_column).any()
+    top_column = int(low[low > low_column].min())
+    x = torch.full((1, n_columns), top - 1000.0, dtype=torch.float64)
+    x[0, top_column] = top
+    x[0, low_column] = top - 2 * ulp
+    x = x.to(dtype)
+    for skip in (False, True):
+        values, indices = _cpu_kernel.kth_largest_perturbed_cpu(
+            x, 1, epsilon, 1, torch.Generator().manual_seed(11), skip=skip)
+        assert float(values) == top - ulp
+        assert int(indices) == low_column, f"skip={skip}"
+
+
+_UBSAN_CHILD = """
+import sys, torch
+from sktopk import _cpu_kernel
+_cpu_kernel._FLAG_SETS = (("-O1", "-fsanitize=undefined,float-cast-overflow",
+                           "-fno-sanitize-recover=all", "-lubsan", "-lm"),)
+if _cpu_kernel.library() is None:
+    sys.exit(77)
+for dtype in (torch.float32, torch.float64):
+    big = 0.9 * torch.finfo(dtype).max
+    x = torch.tensor([[big] * 4 + [-big] * 4 + [1.0, 2.0]], dtype=dtype)
+    for skip in (False, True):
+        _cpu_kernel.kth_largest_perturbed_cpu(x, 9, 1.0, 3, torch.Generator().manual_seed(0),
+                                              skip=skip)
+print("ok")
+"""
+
+
+@needs_kernel
+def test_scores_spanning_more_than_the_largest_float_are_defined_behaviour(tmp_path):
+    # Finite scores from -0.9 max to 0.9 max: their range overflows to inf, and the
+    # level of a group must not come from converting inf / inf to an integer.
+    # Built with the undefined-behaviour sanitizer, in a child process.
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SKTOPK_CACHE_DIR=str(tmp_path), OMP_NUM_THREADS="1",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    env.pop("SKTOPK_DISABLE_CPU_KERNEL", None)
+    done = subprocess.run([sys.executable, "-c", _UBSAN_CHILD], env=env, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode == 77:
+        pytest.skip("the C compiler cannot build with -fsanitize=undefined")
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_missing_source_falls_back_to_torch_and_says_why(monkeypatch, tmp_path):
+    # An install without the C file (a bundler that drops package data) must not
+    # break sktopk: the torch path runs and the reason names the file.
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(_cpu_kernel, "_SOURCE", tmp_path / "missing" / "_cpu_kernel.c")
+    assert _cpu_kernel.library() is None
+    assert "_cpu_kernel.c" in _cpu_kernel.unavailable_reason()
+    x = _scores("unit", 4, 50, seed=3).float()
+    got = perturbed_topk(x, 2, 1.0, 3, generator=torch.Generator().manual_seed(0))
+    expected, _ = kth_largest_perturbed_torch(x, 2, 1.0, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(got, expected)
+
+
+@needs_kernel
+def test_direct_calls_check_k_against_the_row():
+    # k = 0 would read the top list at index -1; k > C would return an unfilled list.
+    x = _scores("unit", 2, 10, seed=0).float()
+    for k in (0, 11):
+        with pytest.raises(ValueError, match="k must lie between 1 and the number of columns"):
+            _cpu_kernel.kth_largest_perturbed_cpu(x, k, 1.0, 2)
+    with pytest.raises(ValueError, match="k must lie between 1"):
+        _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, 0, 1.0, 2, m=0, pool=4)
