@@ -53,6 +53,18 @@ _reason = None
 _pool = None
 
 
+def _after_fork_in_child():
+    # The child has none of the parent's threads: a lock some thread held at the
+    # fork would stay held forever, and the pool's workers are gone.
+    global _lock, _pool
+    _lock = threading.Lock()
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _cache_dir():
     if os.environ.get("SKTOPK_CACHE_DIR"):
         return Path(os.environ["SKTOPK_CACHE_DIR"])
@@ -188,8 +200,11 @@ def supports(x, k, noise):
 def _thread_pool(workers):
     global _pool
     with _lock:
-        # A forked child inherits the pool object but not its threads: make a new one.
+        # A forked child inherits the pool object but not its threads: make a new
+        # one (also reset at fork, above); a larger thread count replaces the pool.
         if _pool is None or _pool[0] != os.getpid() or _pool[1] < workers:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)
             _pool = (os.getpid(), workers, concurrent.futures.ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="sktopk-kernel"))
         return _pool[2]
