@@ -453,6 +453,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                                                                       : group_max[g];
             for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[8 * stride + j];
             memcpy(v, group_max, sizeof(TYPE) * n_groups);
+            for (int64_t g = 0; g < n_groups; g++) ix[g] = (int32_t)g; /* not read: defined */
             NAME(select_top)(v, ix, n_groups, pool);
             TYPE tau = v[0];
             for (int64_t g = 1; g < pool; g++) tau = v[g] < tau ? v[g] : tau;
