@@ -185,7 +185,25 @@ def library():
 
 
 def unavailable_reason():
-    """Why the kernel cannot run in this process, or None when it can."""
+    """Why the compiled CPU kernel cannot run in this process, or None when it can.
+
+    The first call builds the kernel if needed (about half a second, once per
+    machine and version). When it cannot run, the losses use torch operations
+    instead, with the same results in distribution.
+
+    Returns
+    -------
+    str or None
+        None when the kernel is loaded; else the reason (no C compiler, its
+        error, or ``SKTOPK_DISABLE_CPU_KERNEL`` set).
+
+    Examples
+    --------
+    >>> from sktopk.backends import cpu_kernel_unavailable_reason
+    >>> reason = cpu_kernel_unavailable_reason()
+    >>> reason is None or isinstance(reason, str)
+    True
+    """
     library()
     return _reason
 
