@@ -1,4 +1,4 @@
-"""Choose the defaults of ImbalancedTopKClassifier on two long-tailed data sets, two protocols.
+"""Choose the defaults of ImbalancedTopKClassifier on long-tailed data sets, two protocols.
 
 Scored on the VALIDATION split only; the test split is never read here (the
 one test comparison is ``reproduce_paper.py defaults``).
@@ -22,6 +22,39 @@ features of ``reproduce_paper.py``, fitted on the training texts):
   the balanced 40-character version (top-5 near 97% there). The languages'
   texts cannot give a steeper tail: few have more than 150 chunks of 20
   characters, and the floor is 4 chunks.
+- ``dense_lt``: synthetic dense features shaped like the outside benchmark
+  (160 classes, Gini about 0.8, about 30k training rows), built deterministically
+  per seed by :func:`load_dense_long_tail` (all parameters are the ``DENSE_*``
+  constants). Class r (r = 0..159, largest first) has
+  ``max(4, round(5800 ((r + 10) / 10) ** -2.2))`` rows, a Zipf-Mandelbrot
+  profile: 49,721 rows (5,800 to 12 per class); after the same per-class
+  60/20/20 split, 29,837 training rows (3,480 to 7 per class; 9,942 validation
+  rows, at least 2 per class), Gini of the
+  training counts 0.796, validation and test long-tailed in proportion.
+  Features: 88 informative dimensions and 8 irrelevant ones (standard normal).
+  30 super-class centres ~ N(0, 1.0^2 I); each class hangs under a random
+  super-class (each super-class gets 5 or 6 classes, head and tail mixed), its
+  centre the super-class centre plus N(0, 0.5^2 I); a row is its class centre
+  plus noise 3.25 * R (a * z), z standard normal, R a random rotation shared by
+  all classes, a the axis scales of the class's super-class (log-normal,
+  sigma 0.25, mean square 1): sibling classes share their noise shape and differ
+  by their centres only, so the confusions are mostly within a super-class, as
+  with real fine-grained labels. Features are standardised with the mean and
+  standard deviation of the training split.
+  Calibration (once, before any method was compared; the noise scale and the
+  anisotropy were the knobs; seed 0, validation,
+  ``TopKClassifier(loss="cross_entropy", hidden_layer_sizes=(512,),
+  max_epochs=40)``; top-1 / top-5 / macro top-5): with per-class anisotropy
+  (sigma 0.5) the classes were told apart by their noise shape alone (top-1
+  0.905 at noise 1.0, 3.0, 4.5 and 6.0), hence the shared per-super-class shape;
+  sigma 0.5 noise 3 / 5 / 7: 0.837 / 0.974 / 0.731, 0.736 / 0.944 / 0.558,
+  0.697 / 0.935 / 0.508; sigma 0.35 noise 3 / 4: 0.787 / 0.961 / 0.680,
+  0.706 / 0.925 / 0.513; sigma 0.25 noise 3 / 3.25 / 3.5 / 4 / 5.5 / 7:
+  0.759 / 0.952 / 0.644, **0.722 / 0.936 / 0.579**, 0.686 / 0.920 / 0.519,
+  0.632 / 0.889 / 0.434, 0.557 / 0.845 / 0.324, 0.519 / 0.818 / 0.276. In this
+  family top-5 and macro top-5 cannot both sit in the wanted ranges (80-90% and
+  50-70%); noise 3.25 was kept for a macro top-5 near the outside benchmark's
+  cross-entropy (0.61), with top-5 about 4 points above the range.
 
 Protocols: ``defaults`` (each estimator's own defaults: MLP 256, ``max_epochs``
 100, patience 10) and ``outside`` (``hidden_layer_sizes=(512,)``,
@@ -62,6 +95,11 @@ Usage::
     python benchmarks/study_long_tail.py --datasets languages_lt cities --seeds 0 1
     python benchmarks/study_long_tail.py --settings ce imb "imb top_k" --protocols outside
     python benchmarks/study_long_tail.py --table benchmarks/results/study_long_tail.jsonl
+    python benchmarks/study_long_tail.py --select benchmarks/results/study_long_tail.jsonl \
+        --datasets languages_lt cities dense_lt
+
+``--select`` scores the cells of ``--datasets`` only (by default the two data
+sets the defaults were chosen on); a candidate needs rows in every cell.
 """
 
 import argparse
@@ -85,6 +123,12 @@ from sktopk.metrics import top_k_accuracy_score  # noqa: E402
 
 K = 5
 N_CLASSES, HEAD, FLOOR, DECAY = 200, 150, 4, 10.0
+# dense_lt (module doc): class counts max(FLOOR, round(DENSE_HEAD ((r + Q) / Q) ** -ALPHA)),
+# DENSE_SUPER super-classes, DENSE_INFORMATIVE + DENSE_IRRELEVANT feature dimensions,
+# DENSE_NOISE the within-class noise scale (the one difficulty knob, calibrated once).
+DENSE_CLASSES, DENSE_HEAD, DENSE_Q, DENSE_ALPHA = 160, 5800, 10.0, 2.2
+DENSE_SUPER, DENSE_INFORMATIVE, DENSE_IRRELEVANT = 30, 88, 8
+DENSE_SUPER_SPREAD, DENSE_CLASS_SPREAD, DENSE_ANISOTROPY, DENSE_NOISE = 1.0, 0.5, 0.25, 3.25
 TAUS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 PROTOCOLS = {"defaults": {}, "outside": {"hidden_layer_sizes": (512,), "max_epochs": 40}}
 ESTIMATORS = {"imb": ImbalancedTopKClassifier, "topk": TopKClassifier}
@@ -134,8 +178,40 @@ def load_languages_long_tail(seed):
     return texts, target
 
 
+def load_dense_long_tail(seed, noise=DENSE_NOISE):
+    """Dense features and labels of the synthetic long-tailed data of one seed (module doc)."""
+    rng = np.random.default_rng([seed, 30])
+    ranks = np.arange(DENSE_CLASSES)
+    counts = np.maximum(FLOOR, np.round(DENSE_HEAD * ((ranks + DENSE_Q) / DENSE_Q)
+                                        ** -DENSE_ALPHA)).astype(int)
+    d = DENSE_INFORMATIVE
+    supers = rng.normal(scale=DENSE_SUPER_SPREAD, size=(DENSE_SUPER, d))
+    # Every super-class gets at least one class; head and tail classes mix across them.
+    parent = rng.permutation(np.arange(DENSE_CLASSES) % DENSE_SUPER)
+    centres = supers[parent] + rng.normal(scale=DENSE_CLASS_SPREAD, size=(DENSE_CLASSES, d))
+    # Anisotropic within-class noise: axis scales (log-normal, mean square 1) per
+    # super-class, in one random orthogonal basis; sibling classes share their noise
+    # shape, so only their centres tell them apart (a per-class shape would be a
+    # fingerprint that no amount of noise hides).
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    axes = np.exp(rng.normal(scale=DENSE_ANISOTROPY, size=(DENSE_SUPER, d)))
+    axes /= np.sqrt((axes ** 2).mean(axis=1, keepdims=True))
+    target = np.repeat(ranks, counts)
+    z = rng.normal(size=(len(target), d)) * axes[parent[target]]
+    informative = centres[target] + noise * z @ basis.T
+    irrelevant = rng.normal(size=(len(target), DENSE_IRRELEVANT))
+    return np.hstack([informative, irrelevant]), target
+
+
 def load_data(dataset, seed):
     """Training and validation features and labels (the test part is dropped)."""
+    if dataset == "dense_lt":
+        X, target = load_dense_long_tail(seed)
+        parts = split_three_ways(target, np.random.default_rng(seed))
+        # Standardised with the statistics of the training split only.
+        mean, std = X[parts[0]].mean(axis=0), X[parts[0]].std(axis=0)
+        X = ((X - mean) / std).astype(np.float32)
+        return X[parts[0]], target[parts[0]], X[parts[1]], target[parts[1]]
     if dataset == "cities":
         bunch = load_cities()
         texts, target = list(bunch.data), bunch.target
@@ -217,9 +293,10 @@ def table(paths, taus=(0.0, 1.0, 1.5, 2.0, 2.5)):
     return "\n".join(lines)
 
 
-def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3):
-    """Apply the selection rule of the module doc to the rows; print the ranking."""
-    rows = load_rows(paths)
+def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3,
+           datasets=("languages_lt", "cities")):
+    """Apply the selection rule of the module doc to the rows of ``datasets``; print the ranking."""
+    rows = [row for row in load_rows(paths) if row["dataset"] in datasets]
     by = {}
     for row in rows:
         by.setdefault((row["dataset"], row["protocol"]), {}).setdefault(
@@ -267,7 +344,7 @@ def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["languages_lt", "cities"],
-                        choices=["languages_lt", "cities"])
+                        choices=["languages_lt", "cities", "dense_lt"])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -283,7 +360,7 @@ def main(argv=None):
         print(table(args.table))
         return
     if args.select:
-        select(args.select, args.rule)
+        select(args.select, args.rule, datasets=args.datasets)
         return
     torch.set_num_threads(1)
     out = Path(args.out)
