@@ -1,11 +1,13 @@
-"""The fused CPU kernel of the dense perturbed k-th largest value (``_cpu_kernel.c``).
+"""The compiled CPU kernel of the perturbed k-th largest value (``_cpu_kernel.c``).
 
-One pass per row and draw: Philox4x32-10 noise, the perturbation and a running
-top-k list, without the (N, C) noise buffer and the ``topk`` of the torch path,
-and without the columns that no draw can lift into the top k (the noise is
-bounded, see the C file). Same distribution as
-:func:`sktopk._perturbed.kth_largest_perturbed_torch`, not the same numbers:
-the noise comes from a counter-based generator keyed by one 64-bit seed drawn
+Both samplers, in C. The dense one makes one pass per row and draw:
+Philox4x32-10 noise, the perturbation and a running top-k list, without the
+(N, C) noise buffer and the ``topk`` of the torch path, and without the columns
+that no draw can lift into the top k (the noise is bounded, see the C file). The
+sparse one is the exact sampler of :mod:`sktopk._sparse_perturbed` (candidates,
+then thinning over tiers and the rest of the row). Same distribution as
+:func:`sktopk._perturbed.kth_largest_perturbed_torch`, not the same numbers: the
+noise comes from a counter-based generator keyed by one 63-bit integer drawn
 from the call's ``torch.Generator``, so results depend only on that generator,
 never on the thread count.
 
@@ -43,8 +45,8 @@ _FLAG_SETS = (
     ("-O3", "-march=native", "-fno-math-errno", "-lm"),
     ("-O3", "-fno-math-errno", "-lm"),
 )
-# Rows per task when a call is split across threads: enough work per task
-# that the pool's overhead (tens of microseconds) does not show.
+# Draws (rows x columns x B) per task at least, when a call is split across
+# threads: enough work that the pool's overhead (tens of microseconds) does not show.
 _MIN_DRAWS_PER_TASK = 2_000_000
 
 _lock = threading.Lock()
