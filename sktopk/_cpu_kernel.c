@@ -213,7 +213,7 @@ double sktopk_upper_quantile(double p) { return upper_quantile(p); }
 #else /* SKTOPK_TYPED_PART: TYPE, SUFFIX and LOWEST are defined */
 
 /* Insert (v, col) into the top list, sorted by value then lower column first. A
- * full list loses its last entry: callers insert only what ranks above it. */
+ * full list loses its last entry: only offer (below) calls it, with what ranks above. */
 static inline void NAME(insert)(TYPE *topv, int64_t *topi, int64_t *filled, int64_t k,
                                    TYPE v, int64_t col) {
     int64_t pos = *filled < k ? (*filled)++ : k - 1;
@@ -224,6 +224,14 @@ static inline void NAME(insert)(TYPE *topv, int64_t *topi, int64_t *filled, int6
     }
     topv[pos] = v;
     topi[pos] = col;
+}
+
+/* Offer (v, col) to the top list: it goes in while the list is not full, then
+ * only if it ranks above the k-th entry (higher value, or equal and lower column). */
+static inline void NAME(offer)(TYPE *topv, int64_t *topi, int64_t *filled, int64_t k, TYPE v,
+                               int64_t col) {
+    if (*filled == k && (v < topv[k - 1] || (v == topv[k - 1] && col > topi[k - 1]))) return;
+    NAME(insert)(topv, topi, filled, k, v, col);
 }
 
 /* Rows [row_begin, row_end) of x (N, C) into values (N,) and indices (N, B); k <= MAX_K.
@@ -259,8 +267,7 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
             }
             gmax[g] = m;
         }
-        for (int64_t c = 0; c < C; c++)
-            if (filled < k || row[c] > topv[k - 1]) NAME(insert)(topv, topi, &filled, k, row[c], c);
+        for (int64_t c = 0; c < C; c++) NAME(offer)(topv, topi, &filled, k, row[c], c);
         /* Groups no draw can use: their maximum lifted by eps ZMAX still rounds below
          * the k-th score lowered by it, so (rounding is monotone) every draw puts k
          * columns strictly above all of theirs. The test is on the rounded sums: a cut
@@ -328,12 +335,8 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
                     for (int j = w; j < w + 8; j++) {
                         const int q = j / LANES, i = j % LANES;
                         const int64_t col = 4 * (int64_t)order[s + i] + q;
-                        const TYPE v = p[q][i];
                         if (!hit[j] || i >= n_lanes || col >= C) continue;
-                        if (filled == k && (v < topv[k - 1] ||
-                                            (v == topv[k - 1] && col > topi[k - 1])))
-                            continue;
-                        NAME(insert)(topv, topi, &filled, k, v, col);
+                        NAME(offer)(topv, topi, &filled, k, p[q][i], col);
                     }
                 }
             }
@@ -405,10 +408,8 @@ static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t len
         /* W p can underflow to 0 for p near the smallest double: keep it positive. */
         double tail = next_uniform(stream) * p;
         tail = tail > DBL_MIN ? tail : DBL_MIN;
-        const TYPE value = (TYPE)(s + eps * upper_quantile(tail));
         /* Above u, but maybe not above the k-th value of the list as it is now. */
-        if (value < topv[k - 1] || (value == topv[k - 1] && col > topi[k - 1])) continue;
-        NAME(insert)(topv, topi, filled, k, value, col);
+        NAME(offer)(topv, topi, filled, k, (TYPE)(s + eps * upper_quantile(tail)), col);
     }
 }
 
@@ -504,10 +505,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                         const int64_t t = s + 4 * i + q;
                         if (t >= m) continue;
                         const TYPE value = v[t] + (TYPE)eps * (TYPE)z[q][i];
-                        if (filled == k && (value < topv[k - 1] ||
-                                            (value == topv[k - 1] && ix[t] > topi[k - 1])))
-                            continue;
-                        NAME(insert)(topv, topi, &filled, k, value, ix[t]);
+                        NAME(offer)(topv, topi, &filled, k, value, ix[t]);
                     }
             }
             const double u = (double)topv[k - 1];
