@@ -110,18 +110,17 @@ def _compile(compiler, flags, target):
 
 
 def _declare(library):
-    for suffix in ("f32", "f64"):
-        function = getattr(library, f"sktopk_kth_perturbed_{suffix}")
-        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                             ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
-                             ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        function.restype = ctypes.c_int
-    for suffix in ("f32", "f64"):
-        function = getattr(library, f"sktopk_kth_perturbed_sparse_{suffix}")
-        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double,
-                             ctypes.c_int64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64,
-                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-        function.restype = ctypes.c_int
+    # Both paths take (x, C, k, eps, B, seed, row_begin, row_end, <own>, values, indices).
+    head = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int64,
+            ctypes.c_uint64, ctypes.c_int64, ctypes.c_int64]
+    tail = [ctypes.c_void_p, ctypes.c_void_p]
+    own = {"sktopk_kth_perturbed": [ctypes.c_int],  # skip
+           "sktopk_kth_perturbed_sparse": [ctypes.c_int64, ctypes.c_int64]}  # m, pool
+    for name, middle in own.items():
+        for suffix in ("f32", "f64"):
+            function = getattr(library, f"{name}_{suffix}")
+            function.argtypes = head + middle + tail
+            function.restype = ctypes.c_int
     library.sktopk_upper_quantile.argtypes = [ctypes.c_double]
     library.sktopk_upper_quantile.restype = ctypes.c_double
     library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
@@ -259,15 +258,17 @@ def _run_by_rows(x, n_perturbations, call):
     return values, indices
 
 
-def _check_call(x, k, noise):
-    if library() is None or not supports(x, k, noise):
+def _checked(x, k, noise, name):
+    """``x`` contiguous and the kernel function ``name`` for its dtype, or a ValueError."""
+    if not supports(x, k, noise):
         raise ValueError("the CPU kernel cannot take this call: "
                          f"{unavailable_reason() or 'unsupported dtype, device, noise or k'}.")
     # The C code reads its top list at k - 1 and fills it from the row: 1 <= k <= C.
     if not 1 <= k <= x.shape[1]:
         raise ValueError(f"k must lie between 1 and the number of columns ({x.shape[1]}), "
                          f"got k={k}.")
-    return x.contiguous()
+    suffix = "f32" if x.dtype == torch.float32 else "f64"
+    return x.contiguous(), getattr(library(), f"{name}_{suffix}")
 
 
 def kth_largest_perturbed_cpu(x, k, epsilon, n_perturbations, generator=None,
@@ -290,11 +291,8 @@ def kth_largest_perturbed_cpu(x, k, epsilon, n_perturbations, generator=None,
     values : torch.Tensor of shape (N,)
     indices : torch.Tensor of shape (N, B), int64
     """
-    x = _check_call(x, k, noise)
+    x, function = _checked(x, k, noise, "sktopk_kth_perturbed")
     seed = draw_seed(generator)
-    lib = library()
-    function = (lib.sktopk_kth_perturbed_f32 if x.dtype == torch.float32
-                else lib.sktopk_kth_perturbed_f64)
     return _run_by_rows(x, n_perturbations, lambda begin, end, values, indices: function(
         x.data_ptr(), x.shape[1], k, float(epsilon), n_perturbations, seed, begin, end,
         int(skip), values, indices))
@@ -315,7 +313,7 @@ def kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_perturbations, generator=N
     values : torch.Tensor of shape (N,)
     indices : torch.Tensor of shape (N, B), int64
     """
-    x = _check_call(x, k, "independent")
+    x, function = _checked(x, k, "independent", "sktopk_kth_perturbed_sparse")
     n_columns = x.shape[1]
     if not k <= m <= pool <= n_columns:
         raise ValueError(f"need k <= m <= pool <= C, got k={k}, m={m}, pool={pool}, "
@@ -323,9 +321,6 @@ def kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_perturbations, generator=N
     if n_columns >= 2**31:
         raise ValueError("the CPU kernel indexes columns with 32-bit integers: C < 2**31.")
     seed = draw_seed(generator)
-    lib = library()
-    function = (lib.sktopk_kth_perturbed_sparse_f32 if x.dtype == torch.float32
-                else lib.sktopk_kth_perturbed_sparse_f64)
     return _run_by_rows(x, n_perturbations, lambda begin, end, values, indices: function(
         x.data_ptr(), n_columns, k, float(epsilon), n_perturbations, seed, begin, end, m, pool,
         values, indices))

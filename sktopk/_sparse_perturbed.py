@@ -9,9 +9,11 @@ have exactly the dense estimator's distribution (see
 draw plus the expected number of such columns.
 
 :func:`sample_sparse_or_none` makes the choice between the two paths for one
-call, with the cost rule of :func:`choose_sampler`. The rule's constants are
-measured on CPU; on CUDA, "auto" keeps the dense path (the fused kernel) until
-GPU constants are measured, and the sparse path runs when forced.
+call, with the cost rule of :func:`choose_sampler`. Where the compiled CPU
+kernel runs, both paths run there (``sktopk._cpu_kernel``, same method) under
+the kernel's own cost table. The rule's constants are measured on CPU; on
+CUDA, "auto" keeps the dense path (the fused kernel) until GPU constants are
+measured, and the sparse path runs when forced.
 """
 
 import collections

@@ -1,15 +1,18 @@
 """Backend choice for the perturbed k-th largest value: sampler, kernel, forcing.
 
-Four implementations compute the same estimator: the dense torch path
+Several implementations compute the same estimator: the dense torch path
 (``sktopk._perturbed.kth_largest_perturbed_torch``), the fused Triton kernel
-(``sktopk._triton_perturbed``, dense, CUDA), the fused CPU kernel
-(``sktopk._cpu_kernel``, dense, compiled at first use) and the exact sparse
-sampler (``sktopk._sparse_perturbed``). Which one runs is decided per call:
+(``sktopk._triton_perturbed``, dense, CUDA), the exact sparse sampler in torch
+(``sktopk._sparse_perturbed``), and the compiled CPU kernel
+(``sktopk._cpu_kernel``, both dense and sparse, built at first use). Which one
+runs is decided per call:
 
 - the ``sampler`` parameter ("auto", "dense", "sparse") chooses dense or sparse;
-- a dense call uses the Triton kernel when :func:`sktopk._triton_perturbed.supports`
-  says it can (the one place that knows), on CPU the C kernel when
-  :func:`sktopk._cpu_kernel.supports` does, else torch;
+- on CPU, both go to the C kernel when :func:`sktopk._cpu_kernel.supports` says
+  it can (:func:`cpu_kernel_takes`);
+- a dense call on CUDA uses the Triton kernel when
+  :func:`sktopk._triton_perturbed.supports` says it can (the one place that
+  knows); everything else runs in torch;
 - :func:`use_backend` overrides both inside a ``with`` block (tests, benchmarks).
 
 The kernel module is imported lazily, so sktopk imports and works without
@@ -20,6 +23,8 @@ everywhere.
 import contextlib
 import contextvars
 import os
+
+from . import _cpu_kernel
 
 #: Backends :func:`use_backend` accepts.
 BACKENDS = ("auto", "dense", "sparse", "torch", "triton", "cpu_kernel")
@@ -142,18 +147,12 @@ def require_kernel(x, k, epsilon, n_perturbations, noise):
 
 
 def cpu_kernel_takes(x, k, noise):
-    """Whether a dense call on CPU goes to the compiled kernel (not under the "torch" backend)."""
-    if current_backend() == "torch" or x.device.type != "cpu":
-        return False
-    from . import _cpu_kernel
-
-    return _cpu_kernel.supports(x, k, noise)
+    """Whether a call on CPU goes to the compiled kernel (never under the "torch" backend)."""
+    return current_backend() != "torch" and _cpu_kernel.supports(x, k, noise)
 
 
 def require_cpu_kernel(x, k, noise):
     """The CPU kernel, or a ValueError saying why it cannot take the call ("cpu_kernel" backend)."""
-    from . import _cpu_kernel
-
     if not _cpu_kernel.supports(x, k, noise):
         reason = _cpu_kernel.unavailable_reason() or (
             f"it takes CPU float32/float64 scores, noise='independent' and k <= "
