@@ -353,33 +353,128 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
 }
 
 
-/* Rearrange (v, ix)[0, n) so that its first r entries are the r largest values. */
+/* Rearrange (v, ix)[0, n) so that its first r entries are the r largest values;
+ * ix may be NULL (values only). Quickselect with a branch-free Lomuto partition:
+ * the comparisons against the pivot are unpredictable, a branch on each would be
+ * mispredicted half the time. */
 static void NAME(select_top)(TYPE *v, int32_t *ix, int64_t n, int64_t r) {
-    int64_t lo = 0, hi = n - 1;
+    int64_t lo = 0, hi = n; /* the r-th largest lies in [lo, hi); [0, lo) are above it */
     if (r <= 0 || r >= n) return;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        const TYPE a = v[lo], b = v[mid], c = v[hi];
-        const TYPE pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] > pivot) i++;
-            while (v[j] < pivot) j--;
-            if (i <= j) {
-                TYPE tv = v[i];
-                int32_t ti = ix[i];
-                v[i] = v[j];
-                ix[i] = ix[j];
-                v[j] = tv;
-                ix[j] = ti;
-                i++;
-                j--;
+    while (hi - lo > 1) {
+        /* Median of three to the end, as the pivot. */
+        const int64_t mid = lo + (hi - lo) / 2, last = hi - 1;
+        int64_t at = mid;
+        {
+            const TYPE a = v[lo], b = v[mid], c = v[last];
+            if ((a <= b) == (b <= c)) at = mid;
+            else if ((b <= a) == (a <= c)) at = lo;
+            else at = last;
+        }
+        TYPE tv = v[at];
+        v[at] = v[last];
+        v[last] = tv;
+        if (ix) {
+            int32_t ti = ix[at];
+            ix[at] = ix[last];
+            ix[last] = ti;
+        }
+        const TYPE pivot = v[last];
+        /* [lo, store) > pivot <= [store, i): an unconditional swap keeps both. */
+        int64_t store = lo;
+        if (ix) {
+            for (int64_t i = lo; i < last; i++) {
+                const TYPE a = v[i];
+                const int32_t ai = ix[i];
+                v[i] = v[store];
+                ix[i] = ix[store];
+                v[store] = a;
+                ix[store] = ai;
+                store += a > pivot;
+            }
+        } else {
+            for (int64_t i = lo; i < last; i++) {
+                const TYPE a = v[i];
+                v[i] = v[store];
+                v[store] = a;
+                store += a > pivot;
             }
         }
-        if (r - 1 <= j) hi = j;
-        else if (r - 1 >= i) lo = i;
-        else break;
+        if (store == lo) {
+            /* Nothing above the pivot: it is the maximum. Gather its ties at the front
+             * (they are all maxima) so that runs of equal values take one pass. */
+            if (ix) {
+                for (int64_t i = lo; i < hi; i++) {
+                    const TYPE a = v[i];
+                    const int32_t ai = ix[i];
+                    v[i] = v[store];
+                    ix[i] = ix[store];
+                    v[store] = a;
+                    ix[store] = ai;
+                    store += a >= pivot;
+                }
+            } else {
+                for (int64_t i = lo; i < hi; i++) {
+                    const TYPE a = v[i];
+                    v[i] = v[store];
+                    v[store] = a;
+                    store += a >= pivot;
+                }
+            }
+            /* No progress only when the pivot is NaN (unordered input): stop there. */
+            if (store >= r || store == lo) return;
+            lo = store;
+            continue;
+        }
+        tv = v[store];
+        v[store] = v[last];
+        v[last] = tv;
+        if (ix) {
+            int32_t ti = ix[store];
+            ix[store] = ix[last];
+            ix[last] = ti;
+        }
+        /* Now [lo, store) > v[store] = pivot >= (store, hi). */
+        if (store == r - 1) return;
+        if (store > r - 1) hi = store;
+        else lo = store + 1;
     }
+}
+
+/* Order statistics of R rows for the sampler's cost rule (row r at x + rows[r] * C):
+ * out[r * W + j] is the (j + 1)-th largest score of the row for j < head (so sorted)
+ * and for each j in slots (ascending, head <= j < W <= C); other entries are NaN.
+ * Nested selections, each on the part the previous one kept: O(C) per row rather
+ * than a sort. Returns 0, or -1 when out of memory. */
+int NAME(sktopk_order_statistics)(const TYPE *x, int64_t C, const int64_t *rows, int64_t R,
+                                  int64_t W, int64_t head, const int64_t *slots,
+                                  int64_t n_slots, TYPE *out) {
+    TYPE *v = malloc(sizeof(TYPE) * C);
+    if (!v) return -1;
+    for (int64_t r = 0; r < R; r++) {
+        TYPE *o = out + r * W;
+        memcpy(v, x + rows[r] * C, sizeof(TYPE) * C);
+        for (int64_t j = 0; j < W; j++) o[j] = (TYPE)NAN;
+        NAME(select_top)(v, NULL, C, W);
+        int64_t kept = W;
+        for (int64_t t = n_slots - 1; t >= 0; t--) {
+            /* The first slots[t] entries are the largest: the next one is the max after them. */
+            NAME(select_top)(v, NULL, kept, slots[t]);
+            TYPE best = v[slots[t]];
+            for (int64_t j = slots[t] + 1; j < kept; j++) best = v[j] > best ? v[j] : best;
+            o[slots[t]] = best;
+            kept = slots[t];
+        }
+        NAME(select_top)(v, NULL, kept, head);
+        for (int64_t i = 1; i < head; i++) { /* insertion sort, descending: head is small */
+            const TYPE value = v[i];
+            int64_t j = i;
+            for (; j > 0 && v[j - 1] < value; j--) v[j] = v[j - 1];
+            v[j] = value;
+        }
+        memcpy(o, v, sizeof(TYPE) * head);
+    }
+    free(v);
+    return 0;
 }
 
 /* Proposals of one group (thinning): its members, in positions [0, length), are
@@ -454,19 +549,24 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                                                                       : group_max[g];
             for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[8 * stride + j];
             memcpy(v, group_max, sizeof(TYPE) * n_groups);
-            for (int64_t g = 0; g < n_groups; g++) ix[g] = (int32_t)g; /* not read: defined */
-            NAME(select_top)(v, ix, n_groups, pool);
+            NAME(select_top)(v, NULL, n_groups, pool);
             TYPE tau = v[0];
             for (int64_t g = 1; g < pool; g++) tau = v[g] < tau ? v[g] : tau;
-            for (int64_t g = 0; g < n_groups; g++) {
+            /* Branch-free compaction: about half the scores of a kept group pass, a
+             * branch on each would be mispredicted that often. */
+            for (int64_t g = 0; g < stride; g++) {
                 if (group_max[g] < tau) continue;
-                for (int64_t j = 0; j < (g < stride ? 8 : 1); j++) {
-                    const int64_t col = g < stride ? j * stride + g : 8 * stride + (g - stride);
-                    if (row[col] >= tau) {
-                        v[count] = row[col];
-                        ix[count++] = (int32_t)col;
-                    }
+                for (int64_t j = 0; j < 8; j++) {
+                    const int64_t col = j * stride + g;
+                    v[count] = row[col];
+                    ix[count] = (int32_t)col;
+                    count += row[col] >= tau;
                 }
+            }
+            for (int64_t col = 8 * stride; col < C; col++) {
+                v[count] = row[col];
+                ix[count] = (int32_t)col;
+                count += row[col] >= tau;
             }
             bound = tau;
         } else {
@@ -481,6 +581,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         TYPE outside = bound;
         for (int64_t j = pool; j < count; j++) outside = v[j] > outside ? v[j] : outside;
         for (int64_t t = n_edges - 2; t >= 0; t--) NAME(select_top)(v, ix, edge[t + 1], edge[t]);
+        NAME(select_top)(v, ix, m, k); /* the k best first: the draws' bar starts high */
         TYPE tier_top[64];
         for (int64_t t = 0; t + 1 < n_edges; t++) {
             TYPE best = v[edge[t]];
@@ -495,18 +596,32 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             TYPE topv[MAX_K];
             int64_t topi[MAX_K], filled = 0;
             const uint64_t tagged = (uint64_t)n | SPARSE_TAG;
+            /* Slot s + q LANES + i gets z[q][i] of block s / (4 LANES): both contiguous.
+             * The first k slots hold the k best scores (selected per row), so once
+             * they are in, most other candidates fall below the bar: a vector compare
+             * finds the few to offer. */
             for (int64_t s = 0; s < m; s += 4 * LANES) {
                 uint32_t group[LANES];
-                float z[4][LANES];
-                for (int i = 0; i < LANES; i++) group[i] = (uint32_t)(s / 4 + i);
-                normal_block(seed, group, (uint32_t)b, tagged, z);
-                for (int i = 0; i < LANES; i++)
-                    for (int q = 0; q < 4; q++) {
-                        const int64_t t = s + 4 * i + q;
-                        if (t >= m) continue;
-                        const TYPE value = v[t] + (TYPE)eps * (TYPE)z[q][i];
-                        NAME(offer)(topv, topi, &filled, k, value, ix[t]);
-                    }
+                float z[4 * LANES];
+                TYPE p[4 * LANES];
+                unsigned char hit[4 * LANES];
+                for (int i = 0; i < LANES; i++) group[i] = (uint32_t)(s / (4 * LANES) * LANES + i);
+                normal_block(seed, group, (uint32_t)b, tagged, (float(*)[LANES])z);
+                const int64_t n_slots = m - s < 4 * LANES ? m - s : 4 * LANES;
+                for (int64_t j = 0; j < n_slots; j++) p[j] = v[s + j] + (TYPE)eps * (TYPE)z[j];
+                int64_t j = 0;
+                for (; filled < k && j < n_slots; j++)
+                    NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
+                const TYPE bar = topv[k - 1];
+                for (int64_t t = j; t < n_slots; t++) hit[t] = p[t] >= bar;
+                for (; j < n_slots && j % 8; j++)
+                    if (hit[j]) NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
+                for (; j < n_slots; j += 8) { /* eight flags at a time: hits are rare */
+                    uint64_t word = 0;
+                    memcpy(&word, hit + j, n_slots - j < 8 ? (size_t)(n_slots - j) : 8);
+                    for (int64_t t = j; word; t++, word >>= 8)
+                        if (word & 0xff) NAME(offer)(topv, topi, &filled, k, p[t], ix[s + t]);
+                }
             }
             const double u = (double)topv[k - 1];
             uniform_stream stream = {seed, tagged, (uint32_t)b, UNIFORM_COUNTER, {0}, 4};

@@ -121,6 +121,12 @@ def _declare(library):
             function = getattr(library, f"{name}_{suffix}")
             function.argtypes = head + middle + tail
             function.restype = ctypes.c_int
+    for suffix in ("f32", "f64"):
+        function = getattr(library, f"sktopk_order_statistics_{suffix}")
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                             ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                             ctypes.c_void_p]
+        function.restype = ctypes.c_int
     library.sktopk_upper_quantile.argtypes = [ctypes.c_double]
     library.sktopk_upper_quantile.restype = ctypes.c_double
     library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
@@ -324,6 +330,41 @@ def kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_perturbations, generator=N
     return _run_by_rows(x, n_perturbations, lambda begin, end, values, indices: function(
         x.data_ptr(), n_columns, k, float(epsilon), n_perturbations, seed, begin, end, m, pool,
         values, indices))
+
+
+def order_statistics(x, rows, width, head, slots):
+    """Sorted top scores of some rows, at the positions the sampler's cost rule reads.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (N, C), float32 or float64, on CPU
+    rows : list of int
+        The rows to read.
+    width : int
+        Columns of the result, ``<= C``.
+    head : int
+        ``out[:, :head]`` holds each row's ``head`` largest scores, sorted descending.
+    slots : list of int
+        Further positions ``head <= j < width``: ``out[:, j]`` is the (j+1)-th largest.
+
+    Returns
+    -------
+    torch.Tensor of shape (len(rows), width)
+        The entries at other positions are NaN: what the selection does not compute.
+    """
+    x, function = _checked(x, 1, "independent", "sktopk_order_statistics")
+    slots = sorted(set(slots))
+    if not (0 <= head <= width <= x.shape[1] and all(head <= j < width for j in slots)
+            and all(0 <= r < x.shape[0] for r in rows)):
+        raise ValueError(f"need 0 <= head <= slots < width <= C and rows in [0, N), got "
+                         f"head={head}, slots={slots}, width={width}, shape={tuple(x.shape)}.")
+    row_index = torch.tensor(rows, dtype=torch.int64)
+    slot_index = torch.tensor(slots, dtype=torch.int64)
+    out = torch.empty((len(rows), width), dtype=x.dtype)
+    if function(x.data_ptr(), x.shape[1], row_index.data_ptr(), len(rows), width, head,
+                slot_index.data_ptr(), len(slots), out.data_ptr()) != 0:
+        raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
+    return out
 
 
 def kernel_normals(seed, row, draw, n_columns):

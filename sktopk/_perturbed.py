@@ -20,7 +20,8 @@ columns that rise above them; ``sampler="auto"`` picks the cheaper per call.
 import torch
 from torch import nn
 
-from . import _cpu_kernel, _triton_dispatch
+from . import _cpu_kernel, _memory, _triton_dispatch
+from ._sampler_plan import sampler_of
 from ._sparse_perturbed import check_sampler, sample_sparse_or_none
 from ._validation import check_finite, check_non_negative_float, check_positive_int
 
@@ -147,7 +148,8 @@ class _PerturbedKthLargest(torch.autograd.Function):
         indices = ctx.saved_tensors[0]
         n_draws = indices.shape[1]
         share = (grad_values / n_draws).unsqueeze(1).expand(-1, n_draws)
-        grad_x = grad_values.new_zeros((indices.shape[0], ctx.n_columns))
+        grad_x = _memory.zeros((indices.shape[0], ctx.n_columns), grad_values.dtype,
+                               grad_values.device)
         grad_x.scatter_add_(1, indices, share.to(grad_x.dtype))
         if ctx.has_target:
             target = ctx.saved_tensors[1]
@@ -339,7 +341,7 @@ class PerturbedTopK(nn.Module):
             ``x``'s shape without ``dim``.
         """
         return perturbed_topk(x, self.k, self.epsilon, self.n_perturbations, self.dim,
-                              self.generator, self.noise, self.sampler)
+                              self.generator, self.noise, sampler_of(self))
 
     def extra_repr(self):
         return (f"k={self.k}, epsilon={self.epsilon}, n_perturbations={self.n_perturbations}, "

@@ -22,6 +22,7 @@ import math
 import torch
 
 from . import _cpu_kernel, _triton_dispatch
+from ._sampler_plan import SamplerPlan
 
 #: Accepted values of the ``sampler`` parameter.
 SAMPLERS = ("auto", "dense", "sparse")
@@ -74,7 +75,13 @@ _TINY = torch.finfo(torch.float64).tiny
 
 
 def check_sampler(sampler, noise="independent"):
-    """Raise unless ``sampler`` is one of :data:`SAMPLERS` and fits ``noise``."""
+    """Raise unless ``sampler`` is one of :data:`SAMPLERS` and fits ``noise``.
+
+    A :class:`~sktopk._sampler_plan.SamplerPlan` (what the loss modules pass for
+    "auto") is accepted too.
+    """
+    if isinstance(sampler, SamplerPlan):
+        return sampler
     if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
     if sampler == "sparse" and noise == "shared":
@@ -180,25 +187,39 @@ def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups, co
             + pairs * (costs.candidate * m + costs.group * n_groups))
 
 
-def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
-                  costs=_TORCH_COSTS):
-    """Estimated cost (ns) of the sparse path for each (m, pool) the sorted ``top_values`` cover."""
-    width = top_values.shape[1]
+def _menu(k, n_columns, width):
+    """The (m, pool) sizes the rule tries with ``width`` sorted top scores per row.
+
+    Returns ``(sizes, groups, slots)``: the candidate counts, the proposal groups
+    (:func:`proposal_groups`) of each (m, pool), and the sorted score positions
+    beyond ``max(sizes)`` the estimate reads (the groups' highest scores).
+    """
     sizes = [k * factor for factor in _MENU if k * factor < min(n_columns, width)]
-    if not sizes:
-        return {}
-    top = top_values.double()
-    # float32 is plenty for a cost estimate, and twice as fast.
-    u = _expected_kth(top[:, :max(sizes)].float(), k, epsilon, sizes).double()  # (rows, sizes)
     groups = {}
     for m in sizes:
         pools = {min(m * factor, n_columns - 1, _POOL_MAX) for factor in _POOL_MENU}
         for pool in sorted(pools):
             if m <= pool < width:
                 groups[m, pool] = proposal_groups(m, pool, n_columns)
-    # The mean over rows of each group's rate needs the scores at a few slots only.
     slots = sorted({slot for bound_slots, _ in groups.values() for slot in bound_slots})
+    return sizes, groups, slots
+
+
+def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
+                  costs=_TORCH_COSTS):
+    """Estimated cost (ns) of the sparse path for each (m, pool) the sorted ``top_values`` cover.
+
+    Reads ``top_values[:, :max(sizes)]`` and the columns at the groups' slots only
+    (:func:`_menu`).
+    """
+    sizes, groups, slots = _menu(k, n_columns, top_values.shape[1])
+    if not sizes:
+        return {}
+    top = top_values.double()
+    # float32 is plenty for a cost estimate, and twice as fast.
+    u = _expected_kth(top[:, :max(sizes)].float(), k, epsilon, sizes).double()  # (rows, sizes)
     column = {slot: j for j, slot in enumerate(slots)}
+    # The mean over rows of each group's rate needs the scores at a few slots only.
     rates = _log_tail((u.unsqueeze(2) - top[:, slots].unsqueeze(1)) / epsilon).exp().mean(0)
     rates = rates.tolist()  # (sizes, slots)
     pairs = n_rows * n_perturbations
@@ -272,11 +293,22 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=No
 
 
 def _subset_top(x, k):
-    """Sorted top scores of at most 16 evenly spread rows, wide enough for the whole menu."""
-    step = max(1, x.shape[0] // _ESTIMATE_ROWS)
-    rows = x[::step][:_ESTIMATE_ROWS]
-    width = min(x.shape[1], min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
-    return torch.topk(rows, width, dim=1, sorted=True).values
+    """Sorted top scores of at most 16 evenly spread rows, wide enough for the whole menu.
+
+    With the compiled CPU kernel, only the positions the rule reads are filled
+    (:func:`_menu`; NaN elsewhere): nested selections instead of a sort of
+    thousands of scores per row (4 ms at C = 10000 in ``torch.topk``).
+    """
+    n_rows, n_columns = x.shape
+    step = max(1, n_rows // _ESTIMATE_ROWS)
+    width = min(n_columns, min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
+    if _triton_dispatch.cpu_kernel_takes(x, k, "independent"):
+        sizes, _, slots = _menu(k, n_columns, width)
+        head = max(sizes, default=0)
+        rows = list(range(0, n_rows, step))[:_ESTIMATE_ROWS]
+        return _cpu_kernel.order_statistics(x, rows, width, head,
+                                            [slot for slot in slots if slot >= head])
+    return torch.topk(x[::step][:_ESTIMATE_ROWS], width, dim=1, sorted=True).values
 
 
 def _geometric_proposals(log_q, log_1mq, lengths, generator):
@@ -603,8 +635,10 @@ def dense_cost_in_proposals(n_rows, n_columns, n_perturbations):
 def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     """The sparse result, or None when ``sampler="auto"`` finds the dense path cheaper.
 
-    The choice (:func:`choose_sampler`) looks at the sorted top scores of at
-    most 16 evenly spread rows, so it costs little next to either path; the
+    ``sampler`` is "auto", "sparse" or the
+    :class:`~sktopk._sampler_plan.SamplerPlan` of a loss module (a decision
+    reused over its calls). The choice (:func:`choose_sampler`) looks at the
+    sorted top scores of at most 16 evenly spread rows; the
     candidate pool of every row is computed only once the sparse path is
     chosen, at the chosen size. Under ``sampler="auto"`` nothing is computed
     when the cheapest sparse call (k candidates, no proposal) would already
@@ -614,24 +648,30 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     # With the compiled CPU kernel both paths run there, under its own cost model.
     kernel = _triton_dispatch.cpu_kernel_takes(x, k, "independent")
     costs = _KERNEL_COSTS if kernel else _TORCH_COSTS
-    if sampler == "auto":
+    if sampler != "sparse":
         if x.device.type != "cpu":
             return None  # the cost constants are CPU ones (module docstring)
         dense = _dense_cost(n_rows, n_columns, n_perturbations, costs)
         floor = _fixed_sparse_cost(n_rows, n_columns, n_perturbations, k, k, 1, costs)
         if n_columns <= k + 1 or floor >= costs.margin * dense:
             return None
-    top_values = _subset_top(x, k)
     if sampler == "sparse":
         # The cheapest sparse sizes, even where dense would be cheaper; with
         # C <= k + 1 every column is a candidate.
-        estimates = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
-                                  costs)
+        estimates = _sparse_costs(_subset_top(x, k), k, epsilon, n_perturbations, n_columns,
+                                  n_rows, costs)
         m, pool = min(estimates, key=estimates.get) if estimates else (n_columns, n_columns)
         max_proposals = None
     else:
-        path, sizes = choose_sampler(top_values, k, epsilon, n_perturbations, n_columns,
-                                     n_rows=n_rows, kernel=kernel)
+        def decide():
+            return choose_sampler(_subset_top(x, k), k, epsilon, n_perturbations, n_columns,
+                                  n_rows=n_rows, kernel=kernel)
+
+        if isinstance(sampler, SamplerPlan):
+            path, sizes = sampler.decide(
+                (n_columns, k, float(epsilon), n_perturbations, x.dtype, kernel), decide)
+        else:
+            path, sizes = decide()
         if path == "dense":
             return None
         m, pool = sizes

@@ -16,6 +16,7 @@ from ._perturbed import (
     check_perturbation_params,
     check_sampler,
 )
+from ._sampler_plan import sampler_of
 from ._validation import (
     check_loss_inputs,
     check_non_negative_float,
@@ -255,7 +256,7 @@ class TopKHingeLoss(_SmoothedTopKLossBase):
         """
         return topk_hinge_loss(scores, target, self.k, self.epsilon, self.n_perturbations,
                                weight, self.reduction, self.generator, self.noise,
-                               self.sampler)
+                               sampler_of(self))
 
     def extra_repr(self):
         return (f"k={self.k}, epsilon={self.epsilon}, n_perturbations={self.n_perturbations}, "
@@ -333,7 +334,7 @@ class ImbalancedTopKHingeLoss(_SmoothedTopKLossBase):
         return _imbalanced_from_margins(scores, target, self.margins, self.k, self.scale,
                                         self.epsilon, self.n_perturbations, weight,
                                         self.reduction, self.generator, self.noise,
-                                        self.sampler)
+                                        sampler_of(self))
 
     def extra_repr(self):
         return (f"n_classes={self.margins.shape[0]}, k={self.k}, max_margin={self.max_margin}, "
