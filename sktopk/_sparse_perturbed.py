@@ -42,6 +42,7 @@ _Costs = collections.namedtuple("_Costs", [
     "pool_score",  # the candidate pool: per score of the row
     "pool_slot",  # per slot of the pool
     "candidate",  # one perturbed candidate and its share of the k-th largest
+    "pair",  # per (row, draw) of the sparse path
     "group",  # per (row, draw) and group: its rate and first proposal gap
     "proposal",  # per proposed column: thinning, truncated draw, merge
     # A floor for the fixed costs of a sparse call, so that tiny calls stay dense.
@@ -57,14 +58,14 @@ _Costs = collections.namedtuple("_Costs", [
 # cost where 0.73-1.08 is measured (at C >= 10000 it is within 1.25x), so its
 # margin is 0.6 rather than its median error (0.8).
 _TORCH_COSTS = _Costs(dense_draw=4.6, dense_pair=1530.0, dense_fixed=2.9e5, pool_score=3.6,
-                      pool_slot=44.0, candidate=12.0, group=410.0, proposal=140.0, fixed=0.5e6,
-                      margin=0.6)
+                      pool_slot=44.0, candidate=12.0, pair=0.0, group=410.0, proposal=140.0,
+                      fixed=0.5e6, margin=0.6)
 # The kernel's dense cost is without its column skipping (an upper bound); its
-# fitted fixed costs (0 dense, 0.017 ms sparse) are replaced by 0.05 ms floors.
-# Median relative error of the fit: 1% dense, 10% sparse (max 31%).
-_KERNEL_COSTS = _Costs(dense_draw=2.2, dense_pair=764.0, dense_fixed=5e4, pool_score=2.7,
-                       pool_slot=15.3, candidate=6.8, group=291.0, proposal=74.0, fixed=5e4,
-                       margin=0.85)
+# fitted fixed costs (0 for both paths) are replaced by 0.05 ms floors.
+# Median relative error of the fit: 1% dense, 9% sparse (max 23%).
+_KERNEL_COSTS = _Costs(dense_draw=2.1, dense_pair=848.0, dense_fixed=5e4, pool_score=0.93,
+                       pool_slot=6.0, candidate=4.6, pair=27.6, group=195.0, proposal=73.4,
+                       fixed=5e4, margin=0.85)
 # Candidate counts tried, as multiples of k; pool sizes, as multiples of m.
 _MENU = (1, 2, 4, 8, 16, 32)
 _POOL_MENU = (1, 2, 4, 8, 16, 32)
@@ -184,7 +185,7 @@ def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups, co
     """Estimated cost (ns) of a sparse call without its proposals."""
     pairs = n_rows * n_perturbations
     return (costs.fixed + n_rows * (costs.pool_score * n_columns + costs.pool_slot * (pool + 1))
-            + pairs * (costs.candidate * m + costs.group * n_groups))
+            + pairs * (costs.candidate * m + costs.pair + costs.group * n_groups))
 
 
 def _menu(k, n_columns, width):

@@ -404,3 +404,50 @@ def test_direct_calls_check_k_against_the_row():
             _cpu_kernel.kth_largest_perturbed_cpu(x, k, 1.0, 2)
     with pytest.raises(ValueError, match="k must lie between 1"):
         _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, 0, 1.0, 2, m=0, pool=4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n_columns", "distinct"), [(7, None), (1000, None), (10000, None),
+                                                    (3000, 5), (1000, 1)])
+def test_order_statistics_match_a_full_sort(dtype, n_columns, distinct):
+    gen = torch.Generator().manual_seed(n_columns)
+    if distinct is None:
+        x = torch.randn(40, n_columns, generator=gen, dtype=dtype)
+    else:  # runs of ties: the selection must still end, and at the right values
+        x = torch.randint(0, distinct, (40, n_columns), generator=gen).to(dtype)
+    rows = [0, 3, 17, 39]
+    width = min(n_columns, 4097)
+    head = min(96, width)
+    slots = [j for j in (96, 192, 384, 768, 1536, 4096) if j < width]
+    out = _cpu_kernel.order_statistics(x, rows, width, head, slots)
+    expected = torch.sort(x[rows], dim=1, descending=True).values[:, :width]
+    assert torch.equal(out[:, :head], expected[:, :head])
+    assert torch.equal(out[:, slots], expected[:, slots])
+    others = [j for j in range(head, width) if j not in slots]
+    assert torch.isnan(out[:, others]).all()
+
+
+@needs_kernel
+def test_order_statistics_check_their_positions():
+    x = torch.randn(4, 50)
+    for width, head, slots in ((51, 10, []), (50, 20, [10]), (50, 10, [50])):
+        with pytest.raises(ValueError, match="head <= slots < width <= C"):
+            _cpu_kernel.order_statistics(x, [0], width, head, slots)
+    with pytest.raises(ValueError, match="rows in"):
+        _cpu_kernel.order_statistics(x, [4], 50, 10, [])
+
+
+@needs_kernel
+@pytest.mark.parametrize("n_columns", [40, 1000, 10000])
+def test_rule_reads_the_same_scores_from_the_kernel_and_from_torch(n_columns):
+    from sktopk._sparse_perturbed import _KERNEL_COSTS, _sparse_costs, _subset_top
+
+    x = _scores("trained", 64, n_columns, seed=5).float()
+    from_kernel = _subset_top(x, 6)
+    with use_backend("torch"):
+        from_torch = _subset_top(x, 6)
+    read = ~torch.isnan(from_kernel[0])
+    assert torch.equal(from_kernel[:, read], from_torch[:, read])
+    assert (_sparse_costs(from_kernel, 6, 1.0, 10, n_columns, 64, _KERNEL_COSTS)
+            == _sparse_costs(from_torch, 6, 1.0, 10, n_columns, 64, _KERNEL_COSTS))
