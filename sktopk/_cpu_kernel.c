@@ -616,11 +616,13 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                 for (int64_t t = j; t < n_slots; t++) hit[t] = p[t] >= bar;
                 for (; j < n_slots && j % 8; j++)
                     if (hit[j]) NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
-                for (; j < n_slots; j += 8) { /* eight flags at a time: hits are rare */
+                for (; j < n_slots; j += 8) { /* eight flags (0 or 1) at a time */
                     uint64_t word = 0;
                     memcpy(&word, hit + j, n_slots - j < 8 ? (size_t)(n_slots - j) : 8);
-                    for (int64_t t = j; word; t++, word >>= 8)
-                        if (word & 0xff) NAME(offer)(topv, topi, &filled, k, p[t], ix[s + t]);
+                    for (; word; word &= word - 1) { /* one turn per hit, lowest first */
+                        const int64_t t = j + (__builtin_ctzll(word) >> 3);
+                        NAME(offer)(topv, topi, &filled, k, p[t], ix[s + t]);
+                    }
                 }
             }
             const double u = (double)topv[k - 1];
