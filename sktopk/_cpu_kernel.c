@@ -36,6 +36,7 @@
  * flush-to-zero for the whole process). */
 __attribute__((__simd__("notinbranch"))) float logf(float);
 __attribute__((__simd__("notinbranch"))) float cosf(float);
+__attribute__((__simd__("notinbranch"))) float expf(float);
 #endif
 
 #ifndef LANES
@@ -190,6 +191,40 @@ static double upper_quantile(double p) {
 
 /* Test entry: the inverse Gaussian tail used by the sparse path. */
 double sktopk_upper_quantile(double p) { return upper_quantile(p); }
+
+/* ---- The cost rule's estimate (sktopk._sparse_perturbed._expected_kth) ----
+ * For each of R rows of sorted top scores (row r at top + r * W, descending) and
+ * each candidate count m in sizes: the root u of sum_{j < m} P(s_j + eps Z > u) =
+ * k - 1/2, by the same 8 bisection steps from [s_(k) - 8 eps, s_(1) + 8 eps] as the
+ * torch version. Phi comes from Abramowitz and Stegun 7.1.26 (absolute error
+ * below 1.5e-7), in a flat loop that vectorises: a cost estimate needs no more. */
+static inline float phi_approx(float x) { /* P(Z <= x) */
+    const float t = fabsf(x) * 0.70710678f, tau = 1.0f / (1.0f + 0.3275911f * t);
+    const float poly = tau * (0.254829592f + tau * (-0.284496736f + tau * (1.421413741f +
+                       tau * (-1.453152027f + tau * 1.061405429f))));
+    const float half_tail = 0.5f * poly * expf(-t * t); /* P(Z > |x|) */
+    return x >= 0.0f ? 1.0f - half_tail : half_tail;
+}
+
+void sktopk_expected_kth(const float *top, int64_t R, int64_t W, int64_t k, double eps_d,
+                         const int64_t *sizes, int64_t n_sizes, float *out) {
+    const float eps = (float)eps_d, inverse = 1.0f / eps, target = (float)k - 0.5f;
+    for (int64_t r = 0; r < R; r++) {
+        const float *s = top + r * W;
+        for (int64_t i = 0; i < n_sizes; i++) {
+            const int64_t m = sizes[i];
+            float low = s[k - 1] - 8.0f * eps, high = s[0] + 8.0f * eps;
+            for (int step = 0; step < 8; step++) {
+                const float mid = 0.5f * (low + high);
+                float mass = 0.0f;
+                for (int64_t j = 0; j < m; j++) mass += phi_approx((s[j] - mid) * inverse);
+                if (mass > target) low = mid;
+                else high = mid;
+            }
+            out[r * n_sizes + i] = 0.5f * (low + high);
+        }
+    }
+}
 
 /* The typed part, once per score dtype (this file includes itself). */
 #define SKTOPK_TYPED_PART

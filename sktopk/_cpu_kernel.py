@@ -127,6 +127,10 @@ def _declare(library):
                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p]
         function.restype = ctypes.c_int
+    library.sktopk_expected_kth.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                                            ctypes.c_int64, ctypes.c_double, ctypes.c_void_p,
+                                            ctypes.c_int64, ctypes.c_void_p]
+    library.sktopk_expected_kth.restype = None
     library.sktopk_upper_quantile.argtypes = [ctypes.c_double]
     library.sktopk_upper_quantile.restype = ctypes.c_double
     library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
@@ -364,6 +368,37 @@ def order_statistics(x, rows, width, head, slots):
     if function(x.data_ptr(), x.shape[1], row_index.data_ptr(), len(rows), width, head,
                 slot_index.data_ptr(), len(slots), out.data_ptr()) != 0:
         raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
+    return out
+
+
+def expected_kth(top, k, epsilon, sizes):
+    """:func:`sktopk._sparse_perturbed._expected_kth`, compiled (float32 throughout).
+
+    Parameters
+    ----------
+    top : torch.Tensor of shape (R, W)
+        Sorted top scores per row, descending, ``W >= max(sizes)``.
+    k : int
+    epsilon : float
+    sizes : list of int
+        Candidate counts, each between k and W.
+
+    Returns
+    -------
+    torch.Tensor of shape (R, len(sizes)), float32
+    """
+    lib = library()
+    if lib is None:
+        raise ValueError(f"the CPU kernel is not available: {unavailable_reason()}.")
+    top = top.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    if not (top.ndim == 2 and all(1 <= k <= m <= top.shape[1] for m in sizes)
+            and epsilon > 0):
+        raise ValueError(f"need 1 <= k <= sizes <= W and epsilon > 0, got k={k}, "
+                         f"sizes={sizes}, epsilon={epsilon}, shape={tuple(top.shape)}.")
+    size_index = torch.tensor(sizes, dtype=torch.int64)
+    out = torch.empty((top.shape[0], len(sizes)), dtype=torch.float32)
+    lib.sktopk_expected_kth(top.data_ptr(), top.shape[0], top.shape[1], k, float(epsilon),
+                            size_index.data_ptr(), len(sizes), out.data_ptr())
     return out
 
 

@@ -172,7 +172,7 @@ def _expected_kth(top, k, epsilon, sizes):
         sizes, device=top.device).unsqueeze(1)  # (len(sizes), P)
     low = (top[:, k - 1] - 8.0 * epsilon).unsqueeze(1).expand(-1, len(sizes))
     high = (top[:, 0] + 8.0 * epsilon).unsqueeze(1).expand(-1, len(sizes))
-    for _ in range(8):  # a 16 eps bracket to eps / 16: enough for a cost estimate
+    for _ in range(8):  # the bracket to 1/256 of its width: enough for a cost estimate
         mid = 0.5 * (low + high)
         mass = torch.special.ndtr((s - mid.unsqueeze(2)) / epsilon) * inside
         above = mass.sum(2) > k - 0.5
@@ -217,8 +217,13 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
     if not sizes:
         return {}
     top = top_values.double()
-    # float32 is plenty for a cost estimate, and twice as fast.
-    u = _expected_kth(top[:, :max(sizes)].float(), k, epsilon, sizes).double()  # (rows, sizes)
+    # float32 is plenty for a cost estimate; the compiled version avoids ~50 small
+    # torch operations (0.7 ms, as much as a sparse call on a small batch).
+    head = top[:, :max(sizes)].float()
+    if top.device.type == "cpu" and _cpu_kernel.library() is not None:
+        u = _cpu_kernel.expected_kth(head, k, epsilon, sizes).double()
+    else:
+        u = _expected_kth(head, k, epsilon, sizes).double()  # (rows, sizes)
     column = {slot: j for j, slot in enumerate(slots)}
     # The mean over rows of each group's rate needs the scores at a few slots only.
     rates = _log_tail((u.unsqueeze(2) - top[:, slots].unsqueeze(1)) / epsilon).exp().mean(0)

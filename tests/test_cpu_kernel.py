@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import optimize, stats
 
 from sktopk import _cpu_kernel
 from sktopk._perturbed import kth_largest_perturbed_torch
@@ -451,3 +451,35 @@ def test_rule_reads_the_same_scores_from_the_kernel_and_from_torch(n_columns):
     assert torch.equal(from_kernel[:, read], from_torch[:, read])
     assert (_sparse_costs(from_kernel, 6, 1.0, 10, n_columns, 64, _KERNEL_COSTS)
             == _sparse_costs(from_torch, 6, 1.0, 10, n_columns, 64, _KERNEL_COSTS))
+
+
+@needs_kernel
+@pytest.mark.parametrize("epsilon", [0.01, 0.3, 1.0, 5.0])
+def test_expected_kth_matches_the_torch_rule_and_the_root(epsilon):
+    from sktopk._sparse_perturbed import _expected_kth
+
+    gen = torch.Generator().manual_seed(int(100 * epsilon))
+    top = torch.sort(torch.randn(16, 400, generator=gen) * 2.0, dim=1, descending=True).values
+    top[3] = top[3, :1]  # one row of ties
+    k, sizes = 6, [6, 12, 24, 48, 96, 192]
+    compiled = _cpu_kernel.expected_kth(top, k, epsilon, sizes)
+    reference = _expected_kth(top, k, epsilon, sizes)
+    # Both bisect 8 times over [s_(k) - 8 eps, s_(1) + 8 eps]: each ends within a
+    # 256th of that bracket of the root.
+    width = (top[:, 0] - top[:, k - 1] + 16 * epsilon).unsqueeze(1) / 256
+    assert ((compiled - reference).abs() <= 2 * width + 1e-5).all()
+    for r in (0, 3, 15):
+        for i, m in enumerate(sizes):
+            s = top[r, :m].double().numpy()
+            root = optimize.brentq(
+                lambda u, s=s: stats.norm.sf((u - s) / epsilon).sum() - (k - 0.5),
+                s[k - 1] - 8 * epsilon, s[0] + 8 * epsilon)
+            assert abs(float(compiled[r, i]) - root) <= float(width[r]) + 1e-5
+
+
+@needs_kernel
+def test_expected_kth_checks_its_arguments():
+    top = torch.sort(torch.randn(2, 20), dim=1, descending=True).values
+    for k, sizes, epsilon in ((6, [4], 1.0), (6, [24], 1.0), (6, [6], 0.0)):
+        with pytest.raises(ValueError, match="need 1 <= k <= sizes <= W"):
+            _cpu_kernel.expected_kth(top, k, epsilon, sizes)
