@@ -366,11 +366,11 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
                 for (int w = 0; w < 4 * LANES; w += 8) {
                     uint64_t word;
                     memcpy(&word, hit + w, 8);
-                    if (!word) continue;
-                    for (int j = w; j < w + 8; j++) {
+                    for (; word; word &= word - 1) { /* one turn per flag (0 or 1), lowest first */
+                        const int j = w + (__builtin_ctzll(word) >> 3);
                         const int q = j / LANES, i = j % LANES;
                         const int64_t col = 4 * (int64_t)order[s + i] + q;
-                        if (!hit[j] || i >= n_lanes || col >= C) continue;
+                        if (i >= n_lanes || col >= C) continue;
                         NAME(offer)(topv, topi, &filled, k, p[q][i], col);
                     }
                 }
