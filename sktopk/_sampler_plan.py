@@ -29,7 +29,7 @@ class SamplerPlan:
         return self._decision
 
     def __repr__(self):
-        return "'auto'"
+        return f"SamplerPlan(refresh={self.refresh}, decision={self._decision!r})"
 
 
 def sampler_of(module):
