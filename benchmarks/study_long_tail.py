@@ -86,6 +86,16 @@ the long-tailed languages every imbalanced setting is 2-4 top-5 points above
 cross-entropy, and that surplus let the first rule pick a tau that costs 3.8
 top-5 points on cities, against issue 10's limit of 1.0.
 
+Round 3 (issue 10, after section 6h of RESULTS.md; no selection rule, a
+question): do a cross-entropy term (``ce_weight`` 0.1, 0.3, 1: ``hinge +
+ce_weight * CE(scale * cosine scores)``, the plain softmax cross-entropy of the
+unadjusted, margin-free logits) or a smaller max margin (0.2) move the imbalanced
+hinge's post-hoc frontier (top-5 against macro top-5 as tau varies) up on all
+three data sets, outside protocol, seeds 0-2? ``--compare`` prints the paired
+differences to cross-entropy and each frontier against that of ``"imb"``, which
+at the commits of round 3 is ``ImbalancedTopKClassifier()`` trained with
+``logit_adjustment=0`` (max margin 0.4); ``--commits`` keeps the rows of one code.
+
 Each row (one fit: data set, protocol, setting, seed) is appended to
 ``benchmarks/results/study_long_tail.jsonl`` with epochs, fit seconds, commit,
 versions and thread count.
@@ -97,6 +107,9 @@ Usage::
     python benchmarks/study_long_tail.py --table benchmarks/results/study_long_tail.jsonl
     python benchmarks/study_long_tail.py --select benchmarks/results/study_long_tail.jsonl \
         --datasets languages_lt cities dense_lt
+    python benchmarks/study_long_tail.py --compare benchmarks/results/study_long_tail.jsonl \
+        --datasets languages_lt cities dense_lt --protocols outside --commits <hash> \
+        --settings ce imb "imb ce.1" "imb ce.3" "imb ce1" "imb m.2"
 
 ``--select`` scores the cells of ``--datasets`` only (by default the two data
 sets the defaults were chosen on); a candidate needs rows in every cell.
@@ -149,6 +162,12 @@ SETTINGS = {
     "imb m.8": ("imb", {**NO_TAU, "max_margin": 0.8}),
     "imb m.4 B10": ("imb", {**NO_TAU, "max_margin": 0.4, "n_perturbations": 10}),
     "imb m.4 top_k": ("imb", {**NO_TAU, "max_margin": 0.4, "monitor": "top_k"}),
+    # Round 3 (after section 6h: the defaults, max margin 0.4, cost 1.7-2.0 top-5 on cities
+    # and dense_lt): a cross-entropy term on the scaled cosine scores, or a smaller margin.
+    "imb ce.1": ("imb", {**NO_TAU, "ce_weight": 0.1}),
+    "imb ce.3": ("imb", {**NO_TAU, "ce_weight": 0.3}),
+    "imb ce1": ("imb", {**NO_TAU, "ce_weight": 1.0}),
+    "imb m.2": ("imb", {**NO_TAU, "max_margin": 0.2}),
 }
 
 
@@ -259,14 +278,21 @@ def run(datasets, protocols, settings, seeds, out):
                           flush=True)
 
 
-def load_rows(paths):
-    return [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
+def load_rows(paths, commits=None):
+    """The rows of ``paths``; only those of ``commits`` (short hashes) unless None.
+
+    A label names the estimator's defaults plus its parameters, so "imb" means max
+    margin 0.2 in rows before the default became 0.4: filter by commit to compare
+    rows of one code.
+    """
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines()
             if line.strip()]
+    return rows if commits is None else [row for row in rows if row["commit"] in commits]
 
 
-def table(paths, taus=(0.0, 1.0, 1.5, 2.0, 2.5)):
+def table(paths, taus=(0.0, 1.0, 1.5, 2.0, 2.5), commits=None):
     """Mean validation figures over seeds, with the paired differences to cross-entropy."""
-    rows = load_rows(paths)
+    rows = load_rows(paths, commits)
     cells = {}
     for row in rows:
         cells.setdefault((row["dataset"], row["protocol"]), {}).setdefault(
@@ -294,9 +320,9 @@ def table(paths, taus=(0.0, 1.0, 1.5, 2.0, 2.5)):
 
 
 def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3,
-           datasets=("languages_lt", "cities")):
+           datasets=("languages_lt", "cities"), commits=None):
     """Apply the selection rule of the module doc to the rows of ``datasets``; print the ranking."""
-    rows = [row for row in load_rows(paths) if row["dataset"] in datasets]
+    rows = [row for row in load_rows(paths, commits) if row["dataset"] in datasets]
     by = {}
     for row in rows:
         by.setdefault((row["dataset"], row["protocol"]), {}).setdefault(
@@ -341,6 +367,127 @@ def select(paths, rule="per_cell", current=("imb", 1.5), limit=-1.0, margin=0.3,
         print(f"chosen: {best}")
 
 
+def frontier(curve, level):
+    """Best macro top-5 a post-hoc curve reaches at a top-5 of at least ``level``.
+
+    ``curve``: (top-5, macro top-5) points in the order of ``TAUS``, joined by
+    straight lines (top-5 may fall or rise with tau). None if no point of the curve
+    reaches ``level``.
+    """
+    points = np.asarray(curve, dtype=float)
+    best = None
+    for (t1, m1), (t2, m2) in zip(points[:-1], points[1:], strict=True):
+        reached = [m for t, m in ((t1, m1), (t2, m2)) if t >= level]
+        if len(reached) == 1 and t1 != t2:  # the segment crosses the level
+            reached.append(m1 + (m2 - m1) * (t1 - level) / (t1 - t2))
+        if reached:
+            best = max(reached) if best is None else max(best, *reached)
+    return best
+
+
+def _fmt(value, none="-"):
+    return none if value is None else f"{value:+.1f}"
+
+
+def frontier_gap(curve, reference, n=200):
+    """``frontier(curve) - frontier(reference)`` over the reference's top-5 range.
+
+    Levels from the reference's lowest top-5 to the lower of the two highest (a
+    curve may reach further up; taus stop at 3, so nothing is said below the
+    reference's range). Returns (min, max, low, high) of the gap over those levels,
+    or None when ``curve`` never reaches the reference's lowest top-5.
+    """
+    curve, reference = np.asarray(curve, dtype=float), np.asarray(reference, dtype=float)
+    low = reference[:, 0].min()
+    high = min(curve[:, 0].max(), reference[:, 0].max())
+    if low > high:
+        return None
+    gaps = [frontier(curve, level) - frontier(reference, level)
+            for level in np.linspace(low, high, n)]
+    return min(gaps), max(gaps), low, high
+
+
+def compare(paths, datasets, settings, protocol="outside", reference="imb", cost=-1.0,
+            taus=(0.0, 1.0, 1.5, 2.0), commits=None):
+    """Paired differences to cross-entropy, and each post-hoc frontier against ``reference``'s.
+
+    Per data set and setting, in points: the mean over seeds of (top-5, macro
+    top-5) minus cross-entropy's at tau 0 (same seed) at each of ``taus``, with the
+    per-seed range; ``frontier`` at a top-5 difference of ``cost`` (the best macro
+    gain over cross-entropy within issue 10's top-5 limit, taus 0 to 3; "none":
+    no tau keeps the top-5 within it), on the mean curve and per seed; and
+    ``frontier_gap`` to the ``reference`` setting ("below": the curve never reaches
+    the reference's top-5)
+    (the difference of the two frontiers' macro top-5 at equal top-5, its min and
+    max over the reference's top-5 range, see ``frontier_gap``), on the mean curves
+    and per seed; and the gap at the top-5 of the reference at tau 1.5 (the
+    defaults' operating point), mean curves and per seed.
+    """
+    rows = [row for row in load_rows(paths, commits)
+            if row["dataset"] in datasets and row["protocol"] == protocol]
+    by = {}
+    for row in rows:
+        by.setdefault(row["dataset"], {}).setdefault(row["setting"], {})[row["seed"]] = row
+    lines = []
+    for dataset in datasets:
+        cells = by.get(dataset, {})
+        ce = cells.get("ce", {})
+        # Per seed: curve of (d top-5, d macro top-5) to cross-entropy at tau 0, percent.
+        curves = {setting: {seed: [100 * (np.asarray(row["val"][str(tau)])[[1, 2]]
+                                          - np.asarray(ce[seed]["val"]["0.0"])[[1, 2]])
+                                   for tau in TAUS]
+                            for seed, row in by_seed.items() if seed in ce}
+                  for setting, by_seed in cells.items()}
+        commits_seen = sorted({row["commit"] for by_seed in cells.values()
+                               for row in by_seed.values()})
+        lines += [f"\n{dataset}, protocol {protocol} (validation; commits {commits_seen}): "
+                  "d top-5 / d macro top-5 to cross-entropy at tau 0, paired by seed, "
+                  "mean [per-seed min, max]\n",
+                  "| setting | seeds | epochs | " + " | ".join(f"tau {t}" for t in taus)
+                  + f" | best d macro at d top-5 >= {cost:+.1f}: mean curve [per seed] "
+                  f"| frontier - {reference}'s at equal top-5: min, max over {reference}'s "
+                  "range (range) [per seed min, max] "
+                  f"| same, at the top-5 of {reference} at tau 1.5 [per seed] |",
+                  "|" + "---|" * (len(taus) + 6)]
+        ref = curves.get(reference, {})
+        for setting in settings:
+            per_seed = curves.get(setting, {})
+            if not per_seed:
+                continue
+            stack = np.array(list(per_seed.values()))  # seeds x taus x 2
+            cols = []
+            for tau in taus:
+                j = TAUS.index(tau)
+                lo, hi = stack[:, j].min(axis=0), stack[:, j].max(axis=0)
+                mean = stack[:, j].mean(axis=0)
+                cols.append(f"{mean[0]:+.1f} [{lo[0]:+.1f}, {hi[0]:+.1f}] / "
+                            f"{mean[1]:+.1f} [{lo[1]:+.1f}, {hi[1]:+.1f}]")
+            gain = (f"{_fmt(frontier(stack.mean(axis=0), cost), 'none')} "
+                    f"[{', '.join(_fmt(frontier(c, cost), 'none') for c in stack)}]")
+            seeds = sorted(set(per_seed) & set(ref))
+            versus = at_default = "-"
+            if setting != reference and seeds:
+                pairs = [(np.mean([per_seed[s] for s in seeds], axis=0),
+                          np.mean([ref[s] for s in seeds], axis=0))]
+                pairs += [(np.asarray(per_seed[s]), np.asarray(ref[s])) for s in seeds]
+                gaps = [frontier_gap(mine, theirs) for mine, theirs in pairs]
+                versus = ("below its range" if gaps[0] is None else
+                          f"{gaps[0][0]:+.1f}, {gaps[0][1]:+.1f} "
+                          f"({gaps[0][2]:+.1f} to {gaps[0][3]:+.1f})")
+                versus += " [" + "; ".join("below" if g is None else f"{g[0]:+.1f}, {g[1]:+.1f}"
+                                           for g in gaps[1:]) + "]"
+                j = TAUS.index(1.5)
+                points = [frontier(mine, theirs[j][0]) for mine, theirs in pairs]
+                points = [None if v is None else v - theirs[j][1]
+                          for v, (_, theirs) in zip(points, pairs, strict=True)]
+                at_default = (f"{_fmt(points[0], 'below')} "
+                              f"[{', '.join(_fmt(v, 'below') for v in points[1:])}]")
+            epochs = np.mean([row["epochs"] for row in cells[setting].values()])
+            lines.append(f"| {setting} | {len(per_seed)} | {epochs:.0f} | " + " | ".join(cols)
+                         + f" | {gain} | {versus} | {at_default} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["languages_lt", "cities"],
@@ -355,12 +502,24 @@ def main(argv=None):
                         help="print the tables of these result files and exit")
     parser.add_argument("--select", nargs="+", metavar="JSONL",
                         help="apply the selection rule to these result files and exit")
+    parser.add_argument("--compare", nargs="+", metavar="JSONL",
+                        help="print each setting's paired differences to cross-entropy and "
+                             "its post-hoc frontier against --reference's (first of "
+                             "--protocols), exit")
+    parser.add_argument("--reference", default="imb",
+                        help="for --compare: the setting whose frontier the others are held to")
+    parser.add_argument("--commits", nargs="+", metavar="HASH",
+                        help="for --table, --select, --compare: only the rows of these commits")
     args = parser.parse_args(argv)
     if args.table:
-        print(table(args.table))
+        print(table(args.table, commits=args.commits))
         return
     if args.select:
-        select(args.select, args.rule, datasets=args.datasets)
+        select(args.select, args.rule, datasets=args.datasets, commits=args.commits)
+        return
+    if args.compare:
+        print(compare(args.compare, args.datasets, args.settings, protocol=args.protocols[0],
+                      reference=args.reference, commits=args.commits))
         return
     torch.set_num_threads(1)
     out = Path(args.out)
