@@ -117,3 +117,28 @@ def test_logit_adjusted_loss_trains_and_gives_probabilities(data):
     assert (balanced_accuracy_score(y, clf.predict(X))
             > balanced_accuracy_score(y, plain.predict(X)) + 0.05)
     np.testing.assert_array_equal(clf.class_counts_, np.bincount(y))
+
+
+@pytest.mark.parametrize(("estimator", "expected"), [
+    (ImbalancedTopKClassifier(), 0.3),
+    (ImbalancedTopKClassifier(ce_weight=0), None),
+    (ImbalancedTopKClassifier(loss="ldam"), None),
+    (ImbalancedTopKClassifier(ce_weight=0.5), 0.5),
+    (TopKClassifier(), None),
+    (TopKClassifier(ce_weight="auto"), None),
+    (TopKClassifier(ce_weight=0.2), 0.2),
+])
+def test_ce_weight_auto_is_0_3_for_the_imbalanced_hinge_only(estimator, expected):
+    criterion = estimator._wrap_criterion(TopKHingeLoss(k=2), 6)
+    if expected is None:
+        assert isinstance(criterion, TopKHingeLoss)
+    else:
+        assert isinstance(criterion, HingeWithCrossEntropy)
+        assert criterion.ce_weight == expected
+        assert criterion.scale == getattr(estimator, "scale", 1.0)
+
+
+def test_default_ce_weight_does_not_refuse_other_losses(data):
+    X, y = data
+    clf = ImbalancedTopKClassifier(**FAST, loss="ldam").fit(X, y)
+    assert clf.ce_weight == "auto" and clf._resolved_ce_weight() == 0.0
