@@ -150,6 +150,8 @@ NO_TAU = {"logit_adjustment": 0.0}
 SETTINGS = {
     "ce": ("topk", {"loss": "cross_entropy"}),
     "la_ce macro": ("topk", {"loss": "logit_adjusted", "monitor": "macro_top_k"}),
+    # "imb" is the estimator at the defaults of the commit that made the row
+    # (ce_weight 0.3 since 5545d7e, max margin 0.4 since 3558468): filter with --commits.
     "imb": ("imb", NO_TAU),
     "imb top_k": ("imb", {**NO_TAU, "monitor": "top_k"}),
     "imb B10": ("imb", {**NO_TAU, "n_perturbations": 10}),
