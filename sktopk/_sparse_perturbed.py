@@ -61,11 +61,14 @@ _TORCH_COSTS = _Costs(dense_draw=4.6, dense_pair=1530.0, dense_fixed=2.9e5, pool
                       pool_slot=44.0, candidate=12.0, pair=0.0, group=410.0, proposal=140.0,
                       fixed=0.5e6, margin=0.6)
 # The kernel's dense cost is without its column skipping (an upper bound); its
-# fitted fixed costs (0 for both paths) are replaced by 0.05 ms floors.
+# fitted fixed costs (0 for both paths) are replaced by floors: 0.05 ms dense, and
+# 0.25 ms sparse, which also covers the rule itself (the calibration times the
+# kernel alone; the order statistics, the bisection and the Python around them
+# take 0.2-0.5 ms a call), so that tiny calls stay on the dense path.
 # Median relative error of the fit: 1% dense, 9% sparse (max 23%).
 _KERNEL_COSTS = _Costs(dense_draw=2.1, dense_pair=848.0, dense_fixed=5e4, pool_score=0.93,
                        pool_slot=6.0, candidate=4.6, pair=27.6, group=195.0, proposal=73.4,
-                       fixed=5e4, margin=0.85)
+                       fixed=2.5e5, margin=0.85)
 # Candidate counts tried, as multiples of k; pool sizes, as multiples of m.
 _MENU = (1, 2, 4, 8, 16, 32)
 _POOL_MENU = (1, 2, 4, 8, 16, 32)
