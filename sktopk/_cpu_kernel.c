@@ -388,9 +388,49 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
 }
 
 
+/* Swap entries a and b of (v, ix); ix may be NULL. */
+static inline void NAME(swap)(TYPE *v, int32_t *ix, int64_t a, int64_t b) {
+    const TYPE tv = v[a];
+    v[a] = v[b];
+    v[b] = tv;
+    if (ix) {
+        const int32_t ti = ix[a];
+        ix[a] = ix[b];
+        ix[b] = ti;
+    }
+}
+
+/* Move the entries of [lo, end) above the pivot (at or above it with or_equal) to
+ * the front; returns where they stop. Branch-free Lomuto: an unconditional swap
+ * keeps [lo, store) on the pivot's side and [store, i) off it. Inlined with a
+ * constant or_equal, and unswitched on ix, so each call site gets its own loop. */
+static inline int64_t NAME(partition)(TYPE *v, int32_t *ix, int64_t lo, int64_t end,
+                                      TYPE pivot, int or_equal) {
+    int64_t store = lo;
+    if (ix) {
+        for (int64_t i = lo; i < end; i++) {
+            const TYPE a = v[i];
+            const int32_t ai = ix[i];
+            v[i] = v[store];
+            ix[i] = ix[store];
+            v[store] = a;
+            ix[store] = ai;
+            store += or_equal ? a >= pivot : a > pivot;
+        }
+    } else {
+        for (int64_t i = lo; i < end; i++) {
+            const TYPE a = v[i];
+            v[i] = v[store];
+            v[store] = a;
+            store += or_equal ? a >= pivot : a > pivot;
+        }
+    }
+    return store;
+}
+
 /* Rearrange (v, ix)[0, n) so that its first r entries are the r largest values;
- * ix may be NULL (values only). Quickselect with a branch-free Lomuto partition:
- * the comparisons against the pivot are unpredictable, a branch on each would be
+ * ix may be NULL (values only). Quickselect with a branch-free partition: the
+ * comparisons against the pivot are unpredictable, a branch on each would be
  * mispredicted half the time. */
 static void NAME(select_top)(TYPE *v, int32_t *ix, int64_t n, int64_t r) {
     int64_t lo = 0, hi = n; /* the r-th largest lies in [lo, hi); [0, lo) are above it */
@@ -398,76 +438,21 @@ static void NAME(select_top)(TYPE *v, int32_t *ix, int64_t n, int64_t r) {
     while (hi - lo > 1) {
         /* Median of three to the end, as the pivot. */
         const int64_t mid = lo + (hi - lo) / 2, last = hi - 1;
-        int64_t at = mid;
-        {
-            const TYPE a = v[lo], b = v[mid], c = v[last];
-            if ((a <= b) == (b <= c)) at = mid;
-            else if ((b <= a) == (a <= c)) at = lo;
-            else at = last;
-        }
-        TYPE tv = v[at];
-        v[at] = v[last];
-        v[last] = tv;
-        if (ix) {
-            int32_t ti = ix[at];
-            ix[at] = ix[last];
-            ix[last] = ti;
-        }
+        const TYPE a = v[lo], b = v[mid], c = v[last];
+        const int64_t at = (a <= b) == (b <= c) ? mid : (b <= a) == (a <= c) ? lo : last;
+        NAME(swap)(v, ix, at, last);
         const TYPE pivot = v[last];
-        /* [lo, store) > pivot <= [store, i): an unconditional swap keeps both. */
-        int64_t store = lo;
-        if (ix) {
-            for (int64_t i = lo; i < last; i++) {
-                const TYPE a = v[i];
-                const int32_t ai = ix[i];
-                v[i] = v[store];
-                ix[i] = ix[store];
-                v[store] = a;
-                ix[store] = ai;
-                store += a > pivot;
-            }
-        } else {
-            for (int64_t i = lo; i < last; i++) {
-                const TYPE a = v[i];
-                v[i] = v[store];
-                v[store] = a;
-                store += a > pivot;
-            }
-        }
+        int64_t store = NAME(partition)(v, ix, lo, last, pivot, 0);
         if (store == lo) {
             /* Nothing above the pivot: it is the maximum. Gather its ties at the front
              * (they are all maxima) so that runs of equal values take one pass. */
-            if (ix) {
-                for (int64_t i = lo; i < hi; i++) {
-                    const TYPE a = v[i];
-                    const int32_t ai = ix[i];
-                    v[i] = v[store];
-                    ix[i] = ix[store];
-                    v[store] = a;
-                    ix[store] = ai;
-                    store += a >= pivot;
-                }
-            } else {
-                for (int64_t i = lo; i < hi; i++) {
-                    const TYPE a = v[i];
-                    v[i] = v[store];
-                    v[store] = a;
-                    store += a >= pivot;
-                }
-            }
+            store = NAME(partition)(v, ix, lo, hi, pivot, 1);
             /* No progress only when the pivot is NaN (unordered input): stop there. */
             if (store >= r || store == lo) return;
             lo = store;
             continue;
         }
-        tv = v[store];
-        v[store] = v[last];
-        v[last] = tv;
-        if (ix) {
-            int32_t ti = ix[store];
-            ix[store] = ix[last];
-            ix[last] = ti;
-        }
+        NAME(swap)(v, ix, store, last);
         /* Now [lo, store) > v[store] = pivot >= (store, hi). */
         if (store == r - 1) return;
         if (store > r - 1) hi = store;
@@ -475,31 +460,43 @@ static void NAME(select_top)(TYPE *v, int32_t *ix, int64_t n, int64_t r) {
     }
 }
 
+/* Nested selections over ascending edges e_0 < ... < e_{n-1} (e_{n-1} <= the length
+ * of v): afterwards each [e_t, e_{t+1}) holds the (e_t + 1)-th to e_{t+1}-th largest
+ * of [0, e_{n-1}), and top[t] is its highest, the (e_t + 1)-th largest. Each
+ * selection works on what the one before kept. */
+static void NAME(segment_tops)(TYPE *v, int32_t *ix, const int64_t *edge, int64_t n_edges,
+                               TYPE *top) {
+    for (int64_t t = n_edges - 2; t >= 0; t--) {
+        NAME(select_top)(v, ix, edge[t + 1], edge[t]);
+        TYPE best = v[edge[t]];
+        for (int64_t j = edge[t] + 1; j < edge[t + 1]; j++) best = v[j] > best ? v[j] : best;
+        top[t] = best;
+    }
+}
+
 /* Order statistics of R rows for the sampler's cost rule (row r at x + rows[r] * C):
  * out[r * W + j] is the (j + 1)-th largest score of the row for j < head (so sorted)
- * and for each j in slots (ascending, head <= j < W <= C); other entries are NaN.
- * Nested selections, each on the part the previous one kept: O(C) per row rather
- * than a sort. Returns 0, or -1 when out of memory. */
+ * and for each j in edges[0 .. n_edges - 1) (ascending, head <= j < W; the last edge
+ * is W itself); other entries are NaN. Nested selections, each on the part the
+ * previous one kept: O(C) per row rather than a sort. Returns 0, or -1 when out of
+ * memory. */
 int NAME(sktopk_order_statistics)(const TYPE *x, int64_t C, const int64_t *rows, int64_t R,
-                                  int64_t W, int64_t head, const int64_t *slots,
-                                  int64_t n_slots, TYPE *out) {
-    TYPE *v = malloc(sizeof(TYPE) * C);
-    if (!v) return -1;
+                                  int64_t W, int64_t head, const int64_t *edges,
+                                  int64_t n_edges, TYPE *out) {
+    TYPE *v = malloc(sizeof(TYPE) * C), *top = malloc(sizeof(TYPE) * n_edges);
+    if (!v || !top) {
+        free(v);
+        free(top);
+        return -1;
+    }
     for (int64_t r = 0; r < R; r++) {
         TYPE *o = out + r * W;
         memcpy(v, x + rows[r] * C, sizeof(TYPE) * C);
         for (int64_t j = 0; j < W; j++) o[j] = (TYPE)NAN;
         NAME(select_top)(v, NULL, C, W);
-        int64_t kept = W;
-        for (int64_t t = n_slots - 1; t >= 0; t--) {
-            /* The first slots[t] entries are the largest: the next one is the max after them. */
-            NAME(select_top)(v, NULL, kept, slots[t]);
-            TYPE best = v[slots[t]];
-            for (int64_t j = slots[t] + 1; j < kept; j++) best = v[j] > best ? v[j] : best;
-            o[slots[t]] = best;
-            kept = slots[t];
-        }
-        NAME(select_top)(v, NULL, kept, head);
+        NAME(segment_tops)(v, NULL, edges, n_edges, top);
+        for (int64_t t = 0; t + 1 < n_edges; t++) o[edges[t]] = top[t];
+        NAME(select_top)(v, NULL, edges[0], head);
         for (int64_t i = 1; i < head; i++) { /* insertion sort, descending: head is small */
             const TYPE value = v[i];
             int64_t j = i;
@@ -509,6 +506,7 @@ int NAME(sktopk_order_statistics)(const TYPE *x, int64_t C, const int64_t *rows,
         memcpy(o, v, sizeof(TYPE) * head);
     }
     free(v);
+    free(top);
     return 0;
 }
 
@@ -615,14 +613,9 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         /* Every column outside the pool scores at most `outside`. */
         TYPE outside = bound;
         for (int64_t j = pool; j < count; j++) outside = v[j] > outside ? v[j] : outside;
-        for (int64_t t = n_edges - 2; t >= 0; t--) NAME(select_top)(v, ix, edge[t + 1], edge[t]);
-        NAME(select_top)(v, ix, m, k); /* the k best first: the draws' bar starts high */
         TYPE tier_top[64];
-        for (int64_t t = 0; t + 1 < n_edges; t++) {
-            TYPE best = v[edge[t]];
-            for (int64_t j = edge[t] + 1; j < edge[t + 1]; j++) best = v[j] > best ? v[j] : best;
-            tier_top[t] = best;
-        }
+        NAME(segment_tops)(v, ix, edge, n_edges, tier_top);
+        NAME(select_top)(v, ix, m, k); /* the k best first: the draws' bar starts high */
         const int has_outside = pool < C;
         if (has_outside)
             for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 1;

@@ -268,6 +268,14 @@ def _run_by_rows(x, n_perturbations, call):
     return values, indices
 
 
+def _required_library():
+    """The loaded kernel, or a ValueError that says why there is none."""
+    lib = library()
+    if lib is None:
+        raise ValueError(f"the CPU kernel is not available: {unavailable_reason()}.")
+    return lib
+
+
 def _checked(x, k, noise, name):
     """``x`` contiguous and the kernel function ``name`` for its dtype, or a ValueError."""
     if not supports(x, k, noise):
@@ -363,10 +371,11 @@ def order_statistics(x, rows, width, head, slots):
         raise ValueError(f"need 0 <= head <= slots < width <= C and rows in [0, N), got "
                          f"head={head}, slots={slots}, width={width}, shape={tuple(x.shape)}.")
     row_index = torch.tensor(rows, dtype=torch.int64)
-    slot_index = torch.tensor(slots, dtype=torch.int64)
+    # The C side takes the slots as segment edges, closed by the width.
+    edges = torch.tensor(slots + [width], dtype=torch.int64)
     out = torch.empty((len(rows), width), dtype=x.dtype)
     if function(x.data_ptr(), x.shape[1], row_index.data_ptr(), len(rows), width, head,
-                slot_index.data_ptr(), len(slots), out.data_ptr()) != 0:
+                edges.data_ptr(), len(edges), out.data_ptr()) != 0:
         raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
     return out
 
@@ -387,9 +396,7 @@ def expected_kth(top, k, epsilon, sizes):
     -------
     torch.Tensor of shape (R, len(sizes)), float32
     """
-    lib = library()
-    if lib is None:
-        raise ValueError(f"the CPU kernel is not available: {unavailable_reason()}.")
+    lib = _required_library()
     top = top.detach().to(device="cpu", dtype=torch.float32).contiguous()
     if not (top.ndim == 2 and all(1 <= k <= m <= top.shape[1] for m in sizes)
             and epsilon > 0):
@@ -404,9 +411,7 @@ def expected_kth(top, k, epsilon, sizes):
 
 def kernel_normals(seed, row, draw, n_columns):
     """The kernel's noise for one (row, draw): ``Z[row, draw, :n_columns]`` (float32, tests)."""
-    lib = library()
-    if lib is None:
-        raise ValueError(f"the CPU kernel is not available: {unavailable_reason()}.")
+    lib = _required_library()
     out = torch.empty(n_columns, dtype=torch.float32)
     lib.sktopk_normals(seed, row, draw, n_columns, out.data_ptr())
     return out
