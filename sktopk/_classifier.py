@@ -314,7 +314,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         if self.warmup_epochs >= self.max_epochs:
             raise ValueError(f"warmup_epochs={self.warmup_epochs} must be smaller than "
                              f"max_epochs={self.max_epochs}.")
-        if self.ce_weight != "auto" and self.ce_weight > 0 and self.loss not in self._hinge_losses:
+        # "auto" resolves to 0 with other losses; only an explicit weight is refused there.
+        if self._resolved_ce_weight() > 0 and self.loss not in self._hinge_losses:
             raise ValueError(f"ce_weight={self.ce_weight} adds cross-entropy to a top-K hinge "
                              f"loss; loss={self.loss!r} is not one. Use loss in "
                              f"{self._hinge_losses} or ce_weight=0.")
