@@ -65,37 +65,45 @@ static inline void philox10(uint32_t x[4], uint32_t k0, uint32_t k1) {
 }
 
 static void philox_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
-                         uint64_t row, uint32_t out[4][LANES]) {
-    for (int i = 0; i < LANES; i++) {
+                         uint64_t row, int lanes, uint32_t out[4][LANES]) {
+    for (int i = 0; i < lanes; i++) {
         uint32_t x[4] = {group[i], draw, (uint32_t)row, (uint32_t)(row >> 32)};
         philox10(x, (uint32_t)seed, (uint32_t)(seed >> 32));
         for (int w = 0; w < 4; w++) out[w][i] = x[w];
     }
 }
 
-/* z[q][i]: normal of column 4 * group[i] + q. Flat loops of 2 * LANES: gcc leaves
- * shorter or nested ones unrolled, and unrolled code does not call the vector math. */
-static void normal_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
-                         uint64_t row, float z[4][LANES]) {
+/* out[q * lanes + i]: normal of column 4 * group[i] + q, for i < lanes <= LANES.
+ * Loops over 2 * lanes with lanes known only at run time: gcc fully unrolls short
+ * loops of known length, and unrolled code does not call the vector math. */
+static void normal_lanes(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
+                         uint64_t row, int lanes, float *restrict out) {
     uint32_t w[4][LANES], first[2 * LANES], second[2 * LANES];
     float radius[2 * LANES], angle[2 * LANES], even[2 * LANES], odd[2 * LANES];
-    philox_block(seed, group, draw, row, w);
-    memcpy(first, w[0], sizeof(w[0]));
-    memcpy(first + LANES, w[2], sizeof(w[2]));
-    memcpy(second, w[1], sizeof(w[1]));
-    memcpy(second + LANES, w[3], sizeof(w[3]));
+    const size_t part = sizeof(float) * (size_t)lanes;
+    philox_block(seed, group, draw, row, lanes, w);
+    memcpy(first, w[0], part);
+    memcpy(first + lanes, w[2], part);
+    memcpy(second, w[1], part);
+    memcpy(second + lanes, w[3], part);
     const float scale = 1.0f / 16777216.0f, two_pi = 6.28318530717958647692f;
-    for (int i = 0; i < 2 * LANES; i++)
+    for (int i = 0; i < 2 * lanes; i++)
         radius[i] = sqrtf(-2.0f * logf(((float)(first[i] >> 8) + 0.5f) * scale));
-    for (int i = 0; i < 2 * LANES; i++) angle[i] = two_pi * ((float)(second[i] >> 8) * scale);
+    for (int i = 0; i < 2 * lanes; i++) angle[i] = two_pi * ((float)(second[i] >> 8) * scale);
     /* sin(a) as cos(a - pi/2): gcc fuses sinf and cosf of one angle into sincosf, which has
      * no vector version. */
-    for (int i = 0; i < 2 * LANES; i++) even[i] = radius[i] * cosf(angle[i]);
-    for (int i = 0; i < 2 * LANES; i++) odd[i] = radius[i] * cosf(angle[i] - 1.57079632679489662f);
-    memcpy(z[0], even, sizeof(z[0]));
-    memcpy(z[1], odd, sizeof(z[1]));
-    memcpy(z[2], even + LANES, sizeof(z[2]));
-    memcpy(z[3], odd + LANES, sizeof(z[3]));
+    for (int i = 0; i < 2 * lanes; i++) even[i] = radius[i] * cosf(angle[i]);
+    for (int i = 0; i < 2 * lanes; i++) odd[i] = radius[i] * cosf(angle[i] - 1.57079632679489662f);
+    memcpy(out, even, part);
+    memcpy(out + lanes, odd, part);
+    memcpy(out + 2 * lanes, even + lanes, part);
+    memcpy(out + 3 * lanes, odd + lanes, part);
+}
+
+/* z[q][i]: normal of column 4 * group[i] + q, for a whole block of LANES counters. */
+static void normal_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
+                         uint64_t row, float z[4][LANES]) {
+    normal_lanes(seed, group, draw, row, LANES, &z[0][0]);
 }
 
 /* Debug/test entry: the normals of columns [0, n) of row `row`, draw `draw`. */
@@ -147,6 +155,19 @@ static double next_uniform(uniform_stream *stream) {
 
 /* Q(t) = P(Z > t). */
 static double upper_tail(double t) { return 0.5 * erfc(t * 0.70710678118654752440); }
+
+/* An upper bound of Q(t) for t >= 0 at the price of one exp: Sampford's (1953) bound on
+ * Mills' ratio, Q(t) < phi(t) 4 / (3t + sqrt(t^2 + 8)), at most 12.8% above Q (at t = 0)
+ * and 0.3% from t = 2 on; lifted by 1e-12 to cover its own rounding, and to at least
+ * the smallest normal double, under which (t > 37.5) rounding is no longer relative. */
+static double upper_tail_bound(double t) {
+    const double density = 0.39894228040143267794 * exp(-0.5 * t * t);
+    const double bound = density * 4.0 / (3.0 * t + sqrt(t * t + 8.0)) * (1.0 + 1e-12);
+    return bound > DBL_MIN ? bound : DBL_MIN;
+}
+
+/* Test entry: the bound. */
+double sktopk_upper_tail_bound(double t) { return upper_tail_bound(t); }
 
 /* t with Q(t) = p, for p in (0, 1]: Acklam's rational approximation of the
  * normal quantile (relative error 1.2e-9) and one Halley step on erfc. */
@@ -388,6 +409,20 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
 }
 
 
+/* The largest of v[0, n) and `start`, NaN-free. Eight running maxima: a plain
+ * running maximum does not vectorise without -ffast-math. */
+static inline TYPE NAME(max_of)(const TYPE *v, int64_t n, TYPE start) {
+    TYPE lane[8];
+    for (int l = 0; l < 8; l++) lane[l] = start;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) lane[l] = v[i + l] > lane[l] ? v[i + l] : lane[l];
+    for (; i < n; i++) lane[0] = v[i] > lane[0] ? v[i] : lane[0];
+    TYPE best = lane[0];
+    for (int l = 1; l < 8; l++) best = lane[l] > best ? lane[l] : best;
+    return best;
+}
+
 /* Swap entries a and b of (v, ix); ix may be NULL. */
 static inline void NAME(swap)(TYPE *v, int32_t *ix, int64_t a, int64_t b) {
     const TYPE tv = v[a];
@@ -428,7 +463,8 @@ static inline int64_t NAME(partition)(TYPE *v, int32_t *ix, int64_t lo, int64_t 
     return store;
 }
 
-/* Rearrange (v, ix)[0, n) so that its first r entries are the r largest values;
+/* Rearrange (v, ix)[0, n) so that its first r entries are the r largest values and,
+ * for 0 < r < n, v[r - 1] is the r-th largest (every exit below leaves it there);
  * ix may be NULL (values only). Quickselect with a branch-free partition: the
  * comparisons against the pivot are unpredictable, a branch on each would be
  * mispredicted half the time. */
@@ -467,10 +503,11 @@ static void NAME(select_top)(TYPE *v, int32_t *ix, int64_t n, int64_t r) {
 static void NAME(segment_tops)(TYPE *v, int32_t *ix, const int64_t *edge, int64_t n_edges,
                                TYPE *top) {
     for (int64_t t = n_edges - 2; t >= 0; t--) {
-        NAME(select_top)(v, ix, edge[t + 1], edge[t]);
-        TYPE best = v[edge[t]];
-        for (int64_t j = edge[t] + 1; j < edge[t + 1]; j++) best = v[j] > best ? v[j] : best;
-        top[t] = best;
+        /* The (e_t + 1)-th largest lands at e_t, after the e_t above it; a segment of
+         * one entry is that entry once the e_t above it are in front. */
+        const int64_t above = edge[t + 1] - edge[t] > 1 ? edge[t] + 1 : edge[t];
+        NAME(select_top)(v, ix, edge[t + 1], above);
+        top[t] = v[edge[t]];
     }
 }
 
@@ -511,28 +548,37 @@ int NAME(sktopk_order_statistics)(const TYPE *x, int64_t C, const int64_t *rows,
 }
 
 /* Proposals of one group (thinning): its members, in positions [0, length), are
- * proposed at rate q = Q((u - bound) / eps) with geometric gaps, kept with
- * probability Q((u - s) / eps) / q, and given a value from N(s, eps^2)
- * truncated to (u, inf). Kept ones go into the top list. With `columns` NULL
- * the group is the whole row, minus the columns flagged in `skip`. */
+ * proposed at rate q >= Q((u - bound) / eps) with geometric gaps, kept with
+ * probability Q((u - s) / eps) / q, and given a value from N(s, eps^2) truncated
+ * to (u, inf). Kept ones go into the top list. With `columns` NULL the group is
+ * the whole row, minus the columns flagged in `skip`. Thinning is exact for any
+ * rate at or above every member's probability, so q is Q's cheap upper bound
+ * where u >= bound; the same bound rejects most proposals without erfc. */
 static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t length,
                           const unsigned char *skip, double bound, double u, double eps,
                           uniform_stream *stream, TYPE *topv, int64_t *topi, int64_t *filled,
                           int64_t k) {
-    const double q = upper_tail((u - bound) / eps);
+    const double lowest = (u - bound) / eps;
+    double q = lowest >= 0.0 ? upper_tail_bound(lowest) : upper_tail(lowest);
     if (!(q > 0.0)) return;
+    q = q < 1.0 ? q : 1.0;
+    double gap = q < 1.0 ? next_uniform(stream) : 0.0;
+    /* No proposal when the first gap passes the group: gap <= (1 - q)^length, which
+     * holds whenever gap <= 1 - length q (Bernoulli): then log1p and log are skipped. */
+    if (q < 1.0 && gap <= 1.0 - (double)length * q * (1.0 + 1e-9)) return;
     const double log_keep = q < 1.0 ? log1p(-q) : 0.0;
     double position = -1.0;
-    for (;;) {
-        if (q < 1.0) position += floor(log(next_uniform(stream)) / log_keep) + 1.0;
+    for (;; gap = q < 1.0 ? next_uniform(stream) : 0.0) {
+        if (q < 1.0) position += floor(log(gap) / log_keep) + 1.0;
         else position += 1.0;
         if (position >= (double)length) return;
         const int64_t at = (int64_t)position;
         const int64_t col = columns ? columns[at] : at;
         if (!columns && skip[at]) continue;
-        const double s = (double)score[at];
-        const double p = upper_tail((u - s) / eps);
-        if (next_uniform(stream) * q >= p) continue;
+        const double s = (double)score[at], t = (u - s) / eps, w = next_uniform(stream) * q;
+        if (t >= 0.0 && w >= upper_tail_bound(t)) continue;
+        const double p = upper_tail(t);
+        if (w >= p) continue;
         /* W p can underflow to 0 for p near the smallest double: keep it positive. */
         double tail = next_uniform(stream) * p;
         tail = tail > DBL_MIN ? tail : DBL_MIN;
@@ -549,14 +595,14 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                                       int64_t B, uint64_t seed, int64_t row_begin,
                                       int64_t row_end, int64_t m, int64_t pool, TYPE *values,
                                       int64_t *indices) {
-    const int64_t n_maxima = (C + 7) / 8;
     TYPE *v = malloc(sizeof(TYPE) * C), *group_max = malloc(sizeof(TYPE) * C);
-    int32_t *ix = malloc(sizeof(int32_t) * C);
+    int32_t *ix = malloc(sizeof(int32_t) * C), *kept = malloc(sizeof(int32_t) * C);
     unsigned char *in_pool = calloc(C, 1);
-    if (!v || !group_max || !ix || !in_pool) {
+    if (!v || !group_max || !ix || !kept || !in_pool) {
         free(v);
         free(group_max);
         free(ix);
+        free(kept);
         free(in_pool);
         return -1;
     }
@@ -568,35 +614,41 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         const TYPE *row = x + n * C;
         int64_t count = 0;
         TYPE bound = LOWEST; /* every column left out of v scores below it */
-        if (pool < n_maxima) {
-            /* A lower bound of the pool-th largest score: the pool-th largest of
-             * the maxima of groups of 8 columns (columns g, g + G, ..., g + 7G,
-             * G = C / 8, and the last C - 8G alone: a layout that vectorises);
-             * only the scores above it, all in groups whose maximum is, are
-             * sorted. */
-            const int64_t stride = C / 8, rest = C - 8 * stride, n_groups = stride + rest;
+        /* Groups of `width` columns (8, else 4 or 2 when the pool is too large for
+         * that many groups): columns g, g + G, ..., g + (width - 1) G, G = C / width,
+         * and the last C - width G alone, a layout that vectorises. */
+        const int64_t width = pool < C / 8 ? 8 : pool < C / 4 ? 4 : pool < C / 2 ? 2 : 1;
+        if (width > 1) {
+            /* A lower bound of the pool-th largest score: the pool-th largest of the
+             * groups' maxima; only the scores above it, all in groups whose maximum
+             * is, are sorted. */
+            const int64_t stride = C / width, rest = C - width * stride;
+            const int64_t n_groups = stride + rest;
             for (int64_t g = 0; g < stride; g++) group_max[g] = row[g];
-            for (int64_t j = 1; j < 8; j++)
+            for (int64_t j = 1; j < width; j++)
                 for (int64_t g = 0; g < stride; g++)
                     group_max[g] = row[j * stride + g] > group_max[g] ? row[j * stride + g]
                                                                       : group_max[g];
-            for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[8 * stride + j];
+            for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[width * stride + j];
             memcpy(v, group_max, sizeof(TYPE) * n_groups);
-            NAME(select_top)(v, NULL, n_groups, pool);
-            TYPE tau = v[0];
-            for (int64_t g = 1; g < pool; g++) tau = v[g] < tau ? v[g] : tau;
-            /* Branch-free compaction: about half the scores of a kept group pass, a
-             * branch on each would be mispredicted that often. */
+            NAME(select_top)(v, NULL, n_groups, pool); /* pool < stride <= n_groups */
+            const TYPE tau = v[pool - 1];
+            /* Branch-free compactions, of the groups kept, then of their scores: a
+             * branch on either test would be mispredicted a third of the time or more. */
+            int64_t n_kept = 0;
             for (int64_t g = 0; g < stride; g++) {
-                if (group_max[g] < tau) continue;
-                for (int64_t j = 0; j < 8; j++) {
-                    const int64_t col = j * stride + g;
+                kept[n_kept] = (int32_t)g;
+                n_kept += group_max[g] >= tau;
+            }
+            for (int64_t t = 0; t < n_kept; t++) {
+                for (int64_t j = 0; j < width; j++) {
+                    const int64_t col = j * stride + kept[t];
                     v[count] = row[col];
                     ix[count] = (int32_t)col;
                     count += row[col] >= tau;
                 }
             }
-            for (int64_t col = 8 * stride; col < C; col++) {
+            for (int64_t col = width * stride; col < C; col++) {
                 v[count] = row[col];
                 ix[count] = (int32_t)col;
                 count += row[col] >= tau;
@@ -612,7 +664,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         NAME(select_top)(v, ix, count, pool);
         /* Every column outside the pool scores at most `outside`. */
         TYPE outside = bound;
-        for (int64_t j = pool; j < count; j++) outside = v[j] > outside ? v[j] : outside;
+        outside = NAME(max_of)(v + pool, count - pool, outside);
         TYPE tier_top[64];
         NAME(segment_tops)(v, ix, edge, n_edges, tier_top);
         NAME(select_top)(v, ix, m, k); /* the k best first: the draws' bar starts high */
@@ -624,32 +676,39 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             TYPE topv[MAX_K];
             int64_t topi[MAX_K], filled = 0;
             const uint64_t tagged = (uint64_t)n | SPARSE_TAG;
-            /* Slot s + q LANES + i gets z[q][i] of block s / (4 LANES): both contiguous.
-             * The first k slots hold the k best scores (selected per row), so once
-             * they are in, most other candidates fall below the bar: a vector compare
-             * finds the few to offer. */
+            /* Slot s + q L + i gets the normal of word q of counter s / 4 + i, L the
+             * lanes of its block: LANES, or fewer (a multiple of 8) in a last block
+             * that needs fewer. The first k slots hold the k best scores (selected per
+             * row), so once they are in, most other candidates fall below the bar: a
+             * vector compare per 16 slots, against the bar as it rises, finds the few
+             * to offer. */
             for (int64_t s = 0; s < m; s += 4 * LANES) {
                 uint32_t group[LANES];
                 float z[4 * LANES];
-                TYPE p[4 * LANES];
-                unsigned char hit[4 * LANES];
-                for (int i = 0; i < LANES; i++) group[i] = (uint32_t)(s / (4 * LANES) * LANES + i);
-                normal_block(seed, group, (uint32_t)b, tagged, (float(*)[LANES])z);
+                TYPE p[4 * LANES + 16];
                 const int64_t n_slots = m - s < 4 * LANES ? m - s : 4 * LANES;
+                const int lanes = (int)((n_slots + 31) / 32 * 8);
+                for (int i = 0; i < lanes; i++) group[i] = (uint32_t)(s / 4 + i);
+                normal_lanes(seed, group, (uint32_t)b, tagged, lanes, z);
                 for (int64_t j = 0; j < n_slots; j++) p[j] = v[s + j] + (TYPE)eps * (TYPE)z[j];
+                for (int t = 0; t < 16; t++) p[n_slots + t] = 0; /* read, then masked off */
                 int64_t j = 0;
                 for (; filled < k && j < n_slots; j++)
                     NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
-                const TYPE bar = topv[k - 1];
-                for (int64_t t = j; t < n_slots; t++) hit[t] = p[t] >= bar;
-                for (; j < n_slots && j % 8; j++)
-                    if (hit[j]) NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
-                for (; j < n_slots; j += 8) { /* eight flags (0 or 1) at a time */
-                    uint64_t word = 0;
-                    memcpy(&word, hit + j, n_slots - j < 8 ? (size_t)(n_slots - j) : 8);
-                    for (; word; word &= word - 1) { /* one turn per hit, lowest first */
-                        const int64_t t = j + (__builtin_ctzll(word) >> 3);
-                        NAME(offer)(topv, topi, &filled, k, p[t], ix[s + t]);
+                for (; j < n_slots; j += 16) {
+                    const TYPE bar = topv[k - 1];
+                    unsigned char hit[16]; /* bytes: a compare loop that vectorises */
+#pragma GCC unroll 1 /* (fully unrolled, it would compare one slot at a time) */
+                    for (int t = 0; t < 16; t++) hit[t] = p[j + t] >= bar;
+                    for (int half = 0; half < 16 && j + half < n_slots; half += 8) {
+                        uint64_t word;
+                        memcpy(&word, hit + half, 8);
+                        if (n_slots - j - half < 8) /* slots past n_slots: off */
+                            word &= (1ULL << (8 * (n_slots - j - half))) - 1;
+                        for (; word; word &= word - 1) { /* one turn per flag, lowest first */
+                            const int64_t t = j + half + (__builtin_ctzll(word) >> 3);
+                            NAME(offer)(topv, topi, &filled, k, p[t], ix[s + t]);
+                        }
                     }
                 }
             }
@@ -671,6 +730,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
     free(v);
     free(group_max);
     free(ix);
+    free(kept);
     free(in_pool);
     return 0;
 }

@@ -133,6 +133,8 @@ def _declare(library):
     library.sktopk_expected_kth.restype = None
     library.sktopk_upper_quantile.argtypes = [ctypes.c_double]
     library.sktopk_upper_quantile.restype = ctypes.c_double
+    library.sktopk_upper_tail_bound.argtypes = [ctypes.c_double]
+    library.sktopk_upper_tail_bound.restype = ctypes.c_double
     library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
                                        ctypes.c_int64, ctypes.c_void_p]
     library.sktopk_normals.restype = None

@@ -62,6 +62,21 @@ def test_inverse_gaussian_tail_of_the_sparse_path():
 
 
 @needs_kernel
+def test_gaussian_tail_bound_of_the_thinning_rate():
+    # The thinning is exact only if its rate is at or above every member's
+    # probability: the bound must never fall below P(Z > t), and stays within
+    # 13% of it (the proposals it adds).
+    bound = _cpu_kernel.library().sktopk_upper_tail_bound
+    t = np.concatenate([np.linspace(0, 10, 2001), np.logspace(1, 2, 300), [np.inf]])
+    value = np.array([bound(float(x)) for x in t])
+    log_ratio = np.log(value) - stats.norm.logsf(t)
+    assert np.all(log_ratio >= 0)
+    normal = stats.norm.sf(t) > 1e-300  # below, the bound is the smallest normal double
+    assert log_ratio[normal].max() < np.log(1.13)
+    assert log_ratio[normal & (t >= 2)].max() < np.log(1.004)
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("regime", "n_columns", "k", "epsilon"), [
     ("unit", 1001, 6, 1.0),
