@@ -290,6 +290,14 @@ static inline void NAME(offer)(TYPE *topv, int64_t *topi, int64_t *filled, int64
     NAME(insert)(topv, topi, filled, k, v, col);
 }
 
+/* Flags (bytes 0 or 1, eight per word) of the 16 values p[0, 16) at or above bar. */
+static inline void NAME(flags16)(const TYPE *p, TYPE bar, uint64_t word[2]) {
+    unsigned char hit[16];
+#pragma GCC unroll 1 /* (fully unrolled, it would compare one value at a time) */
+    for (int t = 0; t < 16; t++) hit[t] = p[t] >= bar;
+    memcpy(word, hit, 16);
+}
+
 /* Rows [row_begin, row_end) of x (N, C) into values (N,) and indices (N, B); k <= MAX_K.
  * Returns 0, or -1 when out of memory. */
 int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d,
@@ -370,7 +378,6 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
                 const int64_t n_lanes = n_used - s < LANES ? n_used - s : LANES;
                 float z[4][LANES];
                 TYPE p[4][LANES];
-                unsigned char hit[4 * LANES];
                 /* Lanes past n_lanes read the zeros of the padding: their values are
                  * computed, never inserted. */
                 normal_block(seed, order + s, (uint32_t)b, (uint64_t)n, z);
@@ -382,18 +389,18 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
                         any |= p[q][i] >= bar;
                     }
                 if (!any) continue;
-                for (int q = 0; q < 4; q++)
-                    for (int i = 0; i < LANES; i++) hit[q * LANES + i] = p[q][i] >= bar;
-                for (int w = 0; w < 4 * LANES; w += 8) {
-                    uint64_t word;
-                    memcpy(&word, hit + w, 8);
-                    for (; word; word &= word - 1) { /* one turn per flag (0 or 1), lowest first */
-                        const int j = w + (__builtin_ctzll(word) >> 3);
-                        const int q = j / LANES, i = j % LANES;
-                        const int64_t col = 4 * (int64_t)order[s + i] + q;
-                        if (i >= n_lanes || col >= C) continue;
-                        NAME(offer)(topv, topi, &filled, k, p[q][i], col);
-                    }
+                /* The flagged values, 16 at a time against the bar as it rises. */
+                for (int w = 0; w < 4 * LANES; w += 16) {
+                    uint64_t word[2];
+                    NAME(flags16)(&p[0][0] + w, filled == k ? topv[k - 1] : LOWEST, word);
+                    for (int half = 0; half < 2; half++)
+                        for (; word[half]; word[half] &= word[half] - 1) { /* lowest first */
+                            const int j = w + 8 * half + (__builtin_ctzll(word[half]) >> 3);
+                            const int q = j / LANES, i = j % LANES;
+                            const int64_t col = 4 * (int64_t)order[s + i] + q;
+                            if (i >= n_lanes || col >= C) continue;
+                            NAME(offer)(topv, topi, &filled, k, p[q][i], col);
+                        }
                 }
             }
             total += (double)topv[k - 1];
@@ -696,17 +703,14 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                 for (; filled < k && j < n_slots; j++)
                     NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
                 for (; j < n_slots; j += 16) {
-                    const TYPE bar = topv[k - 1];
-                    unsigned char hit[16]; /* bytes: a compare loop that vectorises */
-#pragma GCC unroll 1 /* (fully unrolled, it would compare one slot at a time) */
-                    for (int t = 0; t < 16; t++) hit[t] = p[j + t] >= bar;
-                    for (int half = 0; half < 16 && j + half < n_slots; half += 8) {
-                        uint64_t word;
-                        memcpy(&word, hit + half, 8);
-                        if (n_slots - j - half < 8) /* slots past n_slots: off */
-                            word &= (1ULL << (8 * (n_slots - j - half))) - 1;
-                        for (; word; word &= word - 1) { /* one turn per flag, lowest first */
-                            const int64_t t = j + half + (__builtin_ctzll(word) >> 3);
+                    uint64_t word[2];
+                    NAME(flags16)(p + j, topv[k - 1], word);
+                    for (int half = 0; half < 2 && j + 8 * half < n_slots; half++) {
+                        const int64_t left = n_slots - j - 8 * half;
+                        if (left < 8) /* slots past n_slots: off */
+                            word[half] &= (1ULL << (8 * left)) - 1;
+                        for (; word[half]; word[half] &= word[half] - 1) { /* lowest first */
+                            const int64_t t = j + 8 * half + (__builtin_ctzll(word[half]) >> 3);
                             NAME(offer)(topv, topi, &filled, k, p[t], ix[s + t]);
                         }
                     }
