@@ -137,8 +137,11 @@ def _check_scores_target(scores, target, weight):
     if _data_checks_allowed() and scores.numel():
         # All value checks read back in one host sync (one per loss call on a GPU).
         dtype = torch.float32 if scores.device.type == "mps" else torch.float64
+        # The sum of the scores is finite when they all are, and a sum costs less
+        # than min and max; only a non-finite sum (NaN, inf, or an overflow of
+        # finite scores) needs a second look.
         parts = [torch.stack(torch.aminmax(target)).to(dtype),
-                 torch.stack(torch.aminmax(scores.detach())).to(dtype)]
+                 scores.detach().sum().reshape(1).to(dtype)]
         if weight is not None:
             parts.append(torch.stack(torch.aminmax(weight.detach())).to(dtype))
         bounds = torch.cat(parts).tolist()
@@ -148,12 +151,9 @@ def _check_scores_target(scores, target, weight):
                 f"target holds class index {lo if lo < 0 else hi}, outside [0, {n_classes}) "
                 f"for scores with {n_classes} columns."
             )
-        if not all(math.isfinite(b) for b in bounds[2:4]):
-            raise ValueError(
-                "scores contains NaN or infinite values. If they come from a network in "
-                "training, the optimisation diverged: lower the learning rate."
-            )
-        if weight is not None and not (math.isfinite(bounds[5]) and bounds[4] >= 0):
+        if not math.isfinite(bounds[2]):
+            check_finite(scores.detach(), "scores")
+        if weight is not None and not (math.isfinite(bounds[4]) and bounds[3] >= 0):
             raise ValueError("weight must hold finite, non-negative per-sample weights.")
     return weight
 

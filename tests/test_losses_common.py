@@ -25,6 +25,7 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from sktopk import functional, losses
+from sktopk._validation import check_loss_inputs
 
 N, C = 12, 7
 COUNTS = [40, 1, 7, 0, 12, 3, 25]  # class counts of the imbalanced losses (a zero among them)
@@ -290,6 +291,19 @@ def test_bad_input_gets_a_clear_error(case, bad):
         case.call(scores, target, weight)
     with pytest.raises(error, match=match):
         case.criterion()(scores, target, weight=weight)
+
+
+def test_finite_scores_whose_sum_overflows_pass_the_input_check():
+    # The check reads the sum of the scores first: an overflow of finite scores
+    # must not pass for an infinite score, and a NaN among them must still count.
+    scores = torch.full((4, 3), 3e38)
+    target = torch.tensor([0, 1, 2, 0])
+    assert torch.isinf(scores.sum())
+    checked, weight = check_loss_inputs(scores, target)
+    assert weight is None and checked.dtype == torch.long
+    scores[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="scores contains NaN or infinite"):
+        check_loss_inputs(scores, target)
 
 
 @pytest.mark.parametrize("reduction", ["avg", None, "MEAN", "batchmean"])
