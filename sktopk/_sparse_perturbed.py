@@ -17,7 +17,9 @@ measured, and the sparse path runs when forced.
 """
 
 import collections
+import functools
 import math
+import types
 
 import torch
 
@@ -191,22 +193,25 @@ def _fixed_sparse_cost(n_rows, n_columns, n_perturbations, m, pool, n_groups, co
             + pairs * (costs.candidate * m + costs.pair + costs.group * n_groups))
 
 
+@functools.lru_cache(maxsize=64)
 def _menu(k, n_columns, width):
     """The (m, pool) sizes the rule tries with ``width`` sorted top scores per row.
 
     Returns ``(sizes, groups, slots)``: the candidate counts, the proposal groups
     (:func:`proposal_groups`) of each (m, pool), and the sorted score positions
-    beyond ``max(sizes)`` the estimate reads (the groups' highest scores).
+    beyond ``max(sizes)`` the estimate reads (the groups' highest scores). Cached
+    (each decision reads it twice, and a fit asks for the same shapes), so all
+    three are read-only.
     """
-    sizes = [k * factor for factor in _MENU if k * factor < min(n_columns, width)]
+    sizes = tuple(k * factor for factor in _MENU if k * factor < min(n_columns, width))
     groups = {}
     for m in sizes:
         pools = {min(m * factor, n_columns - 1, _POOL_MAX) for factor in _POOL_MENU}
         for pool in sorted(pools):
             if m <= pool < width:
                 groups[m, pool] = proposal_groups(m, pool, n_columns)
-    slots = sorted({slot for bound_slots, _ in groups.values() for slot in bound_slots})
-    return sizes, groups, slots
+    slots = tuple(sorted({slot for bound_slots, _ in groups.values() for slot in bound_slots}))
+    return sizes, types.MappingProxyType(groups), slots
 
 
 def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
@@ -229,7 +234,7 @@ def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
         u = _expected_kth(head, k, epsilon, sizes).double()  # (rows, sizes)
     column = {slot: j for j, slot in enumerate(slots)}
     # The mean over rows of each group's rate needs the scores at a few slots only.
-    rates = _log_tail((u.unsqueeze(2) - top[:, slots].unsqueeze(1)) / epsilon).exp().mean(0)
+    rates = _log_tail((u.unsqueeze(2) - top[:, list(slots)].unsqueeze(1)) / epsilon).exp().mean(0)
     rates = rates.tolist()  # (sizes, slots)
     pairs = n_rows * n_perturbations
     estimates = {}
