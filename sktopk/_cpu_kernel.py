@@ -133,8 +133,12 @@ def _declare(library):
     library.sktopk_expected_kth.restype = None
     library.sktopk_upper_quantile.argtypes = [ctypes.c_double]
     library.sktopk_upper_quantile.restype = ctypes.c_double
-    library.sktopk_upper_tail_bound.argtypes = [ctypes.c_double]
-    library.sktopk_upper_tail_bound.restype = ctypes.c_double
+    for bound in (library.sktopk_upper_tail_bound, library.sktopk_lower_tail_bound):
+        bound.argtypes = [ctypes.c_double]
+        bound.restype = ctypes.c_double
+    library.sktopk_normal_beyond.argtypes = [ctypes.c_double, ctypes.c_uint64, ctypes.c_int64,
+                                             ctypes.c_void_p]
+    library.sktopk_normal_beyond.restype = None
     library.sktopk_normals.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint32,
                                        ctypes.c_int64, ctypes.c_void_p]
     library.sktopk_normals.restype = None

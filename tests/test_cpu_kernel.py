@@ -62,18 +62,36 @@ def test_inverse_gaussian_tail_of_the_sparse_path():
 
 
 @needs_kernel
-def test_gaussian_tail_bound_of_the_thinning_rate():
+def test_gaussian_tail_bounds_of_the_thinning():
     # The thinning is exact only if its rate is at or above every member's
-    # probability: the bound must never fall below P(Z > t), and stays within
-    # 13% of it (the proposals it adds).
-    bound = _cpu_kernel.library().sktopk_upper_tail_bound
+    # probability: the upper bound must never fall below P(Z > t), and stays within
+    # 13% of it (the proposals it adds). The lower bound, which keeps a proposal
+    # without erfc, must never rise above it.
+    library = _cpu_kernel.library()
     t = np.concatenate([np.linspace(0, 10, 2001), np.logspace(1, 2, 300), [np.inf]])
-    value = np.array([bound(float(x)) for x in t])
-    log_ratio = np.log(value) - stats.norm.logsf(t)
-    assert np.all(log_ratio >= 0)
+    log_tail = stats.norm.logsf(t)
+    upper = np.log([library.sktopk_upper_tail_bound(float(x)) for x in t]) - log_tail
+    assert np.all(upper >= 0)
     normal = stats.norm.sf(t) > 1e-300  # below, the bound is the smallest normal double
-    assert log_ratio[normal].max() < np.log(1.13)
-    assert log_ratio[normal & (t >= 2)].max() < np.log(1.004)
+    assert upper[normal].max() < np.log(1.13)
+    assert upper[normal & (t >= 2)].max() < np.log(1.004)
+    lower = np.log([library.sktopk_lower_tail_bound(float(x)) for x in t[normal]])
+    lower -= log_tail[normal]
+    assert np.all(lower <= 0)
+    assert lower.min() > np.log(0.79)
+
+
+@needs_kernel
+@pytest.mark.parametrize("a", [0.0, 0.4, 2.0, 7.5])
+def test_truncated_gaussian_draw_of_accepted_proposals(a):
+    # An accepted proposal's noise is Z conditioned on Z > a: Kolmogorov-Smirnov
+    # against that law, false-alarm rate 1e-3.
+    draws = torch.empty(200_000, dtype=torch.float64)
+    _cpu_kernel.library().sktopk_normal_beyond(a, 1234, len(draws), draws.data_ptr())
+    draws = draws.numpy()
+    assert draws.min() > a
+    truncated = stats.truncnorm(a, np.inf)
+    assert stats.kstest(draws, truncated.cdf).pvalue > 1e-3
 
 
 @needs_kernel
