@@ -51,20 +51,21 @@ def test_mlp_scores_sparse_batches_like_dense_ones(hidden, cosine):
     assert not MLP(200, 6, (), cosine_head=True).accepts_sparse
 
 
-@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
-def test_estimators_train_on_sparse_batches_like_on_dense_arrays(Estimator):
+@pytest.mark.parametrize(("Estimator", "loss"), [(TopKClassifier, "cross_entropy"),
+                                             (ImbalancedTopKClassifier, "ldam")])
+def test_estimators_train_on_sparse_batches_like_on_dense_arrays(Estimator, loss):
+    # A loss without discrete choices and no early stopping: the two first-layer
+    # paths round differently (~1e-7), and a top-K hinge, which picks a winning
+    # column per draw, turns a rare near-tie into a different gradient that the
+    # fit then carries everywhere. The hinge's own sparse fits are in
+    # test_classifier. Here everything must agree.
     rng = np.random.default_rng(0)
     X = _random_csr(300, 2000, 0.01, 4)
     y = rng.integers(0, 6, 300)
-    params = dict(k=2, hidden_layer_sizes=(16,), max_epochs=4, device="cpu", random_state=0)
+    params = dict(k=2, loss=loss, hidden_layer_sizes=(16,), max_epochs=4, early_stopping=False,
+                  device="cpu", random_state=0)
     sparse_fit = Estimator(**params).fit(X, y)
     assert sparse_fit._sparse_batches()
     dense_fit = Estimator(**params).fit(X.toarray(), y)
-    sparse_scores = sparse_fit.decision_function(X)
-    dense_scores = dense_fit.decision_function(X.toarray())
-    # The two first-layer paths round differently (~1e-7), and the hinge picks a
-    # winning column per draw: a near-tie can resolve the other way for a sample
-    # or two, which moves a few scores by ~1e-3. Everything else must agree.
-    close = np.isclose(sparse_scores, dense_scores, rtol=0, atol=1e-5)
-    assert close.mean() > 0.97, close.mean()
-    np.testing.assert_allclose(sparse_scores, dense_scores, atol=1e-2)
+    np.testing.assert_allclose(sparse_fit.decision_function(X),
+                               dense_fit.decision_function(X.toarray()), rtol=1e-4, atol=1e-5)
