@@ -123,7 +123,7 @@ void sktopk_normals(uint64_t seed, uint64_t row, uint32_t draw, int64_t n, float
 /* ---- The exact sparse path (thinning), shared helpers ----
  * Its randomness is a second Philox stream of the same key: row index with its
  * top bit set, so it never meets the dense path's counters. Counters 0, 1, ...
- * give the candidates' normals (through normal_block); counters from 2^31 on
+ * give the candidates' normals (through normal_lanes); counters from 2^31 on
  * give the uniforms of the proposals, four words at a time. */
 #define SPARSE_TAG (1ULL << 63)
 #define UNIFORM_COUNTER 0x80000000u
