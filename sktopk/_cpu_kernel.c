@@ -27,6 +27,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #ifndef SKTOPK_TYPED_PART
 
@@ -64,9 +67,48 @@ static inline void philox10(uint32_t x[4], uint32_t k0, uint32_t k1) {
     }
 }
 
+#ifdef __AVX2__
+/* The high and low 32 bits of the eight products a[i] * b (as 64-bit integers). */
+static inline void mul_wide8(__m256i a, __m256i b, __m256i *hi, __m256i *lo) {
+    const __m256i even = _mm256_mul_epu32(a, b); /* lanes 0, 2, ...: whole products */
+    const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), b);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+    *lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+#endif
+
 static void philox_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
                          uint64_t row, int lanes, uint32_t out[4][LANES]) {
-    for (int i = 0; i < lanes; i++) {
+    int i = 0;
+#ifdef __AVX2__
+    /* Eight counters per vector, written out: gcc's own vectorisation of the loop
+     * below reloaded the round keys from mask registers in every round. (256-bit
+     * vectors: 512-bit multiplies lower the clock of some CPUs.) */
+    const __m256i m0 = _mm256_set1_epi32((int)0xD2511F53u);
+    const __m256i m1 = _mm256_set1_epi32((int)0xCD9E8D57u);
+    for (; i + 8 <= lanes; i += 8) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(group + i));
+        __m256i x1 = _mm256_set1_epi32((int)draw), x2 = _mm256_set1_epi32((int)(uint32_t)row);
+        __m256i x3 = _mm256_set1_epi32((int)(uint32_t)(row >> 32));
+        uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+        for (int r = 0; r < 10; r++) {
+            __m256i hi0, lo0, hi1, lo1;
+            mul_wide8(x0, m0, &hi0, &lo0);
+            mul_wide8(x2, m1, &hi1, &lo1);
+            x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), _mm256_set1_epi32((int)k0));
+            x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), _mm256_set1_epi32((int)k1));
+            x1 = lo1;
+            x3 = lo0;
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        _mm256_storeu_si256((__m256i *)(out[0] + i), x0);
+        _mm256_storeu_si256((__m256i *)(out[1] + i), x1);
+        _mm256_storeu_si256((__m256i *)(out[2] + i), x2);
+        _mm256_storeu_si256((__m256i *)(out[3] + i), x3);
+    }
+#endif
+    for (; i < lanes; i++) {
         uint32_t x[4] = {group[i], draw, (uint32_t)row, (uint32_t)(row >> 32)};
         philox10(x, (uint32_t)seed, (uint32_t)(seed >> 32));
         for (int w = 0; w < 4; w++) out[w][i] = x[w];
@@ -299,8 +341,39 @@ void sktopk_expected_kth(const float *top, int64_t R, int64_t W, int64_t k, doub
 
 /* Insert (v, col) into the top list, sorted by value then lower column first. A
  * full list loses its last entry: only offer (below) calls it, with what ranks above. */
-static inline void NAME(insert)(TYPE *topv, int64_t *topi, int64_t *filled, int64_t k,
-                                   TYPE v, int64_t col) {
+static inline void NAME(insert)(TYPE *topv, int32_t *topi, int64_t *filled, int64_t k,
+                                   TYPE v, int32_t col) {
+#ifdef __AVX2__
+    if (sizeof(TYPE) == 4 && k <= 8 && *filled == k) {
+        /* A full float list of at most 8 entries, in one vector each for the values
+         * and the columns: the position is the count of entries ranking above (v,
+         * col), and the entries below it move one lane down. A scan from the end
+         * stopped at a mispredicted branch on every insertion. Lanes from k on hold
+         * whatever they held (the lists have MAX_K entries) and are never read. */
+        const __m256 values = _mm256_loadu_ps((const float *)topv), value = _mm256_set1_ps((float)v);
+        const __m256i columns = _mm256_loadu_si256((const __m256i *)topi);
+        const __m256i column = _mm256_set1_epi32(col);
+        const __m256i above = _mm256_or_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(values, value, _CMP_GT_OQ)),
+            _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(values, value, _CMP_EQ_OQ)),
+                             _mm256_cmpgt_epi32(column, columns)));
+        const int pos = __builtin_popcount(
+            (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(above)) & ((1u << k) - 1));
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i down = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
+        const __m256i at = _mm256_set1_epi32(pos);
+        const __m256i after = _mm256_cmpgt_epi32(lane, at), here = _mm256_cmpeq_epi32(lane, at);
+        __m256 new_values = _mm256_blendv_ps(values, _mm256_permutevar8x32_ps(values, down),
+                                             _mm256_castsi256_ps(after));
+        new_values = _mm256_blendv_ps(new_values, value, _mm256_castsi256_ps(here));
+        __m256i new_columns = _mm256_blendv_epi8(
+            columns, _mm256_permutevar8x32_epi32(columns, down), after);
+        new_columns = _mm256_blendv_epi8(new_columns, column, here);
+        _mm256_storeu_ps((float *)topv, new_values);
+        _mm256_storeu_si256((__m256i *)topi, new_columns);
+        return;
+    }
+#endif
     int64_t pos = *filled < k ? (*filled)++ : k - 1;
     while (pos > 0 && (topv[pos - 1] < v || (topv[pos - 1] == v && topi[pos - 1] > col))) {
         topv[pos] = topv[pos - 1];
@@ -313,8 +386,8 @@ static inline void NAME(insert)(TYPE *topv, int64_t *topi, int64_t *filled, int6
 
 /* Offer (v, col) to the top list: it goes in while the list is not full, then
  * only if it ranks above the k-th entry (higher value, or equal and lower column). */
-static inline void NAME(offer)(TYPE *topv, int64_t *topi, int64_t *filled, int64_t k, TYPE v,
-                               int64_t col) {
+static inline void NAME(offer)(TYPE *topv, int32_t *topi, int64_t *filled, int64_t k, TYPE v,
+                               int32_t col) {
     if (*filled == k && (v < topv[k - 1] || (v == topv[k - 1] && col > topi[k - 1]))) return;
     NAME(insert)(topv, topi, filled, k, v, col);
 }
@@ -347,7 +420,8 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
     for (int64_t n = row_begin; n < row_end; n++) {
         const TYPE *row = x + n * C;
         TYPE topv[MAX_K] = {0};
-        int64_t topi[MAX_K] = {0}, filled = 0;
+        int32_t topi[MAX_K] = {0};
+        int64_t filled = 0;
         /* The row de-interleaved by position in its group (planar[q * padded + g] is
          * column 4g + q; missing columns get the lowest value), the groups' maxima, and
          * the row's k largest scores. */
@@ -592,7 +666,7 @@ int NAME(sktopk_order_statistics)(const TYPE *x, int64_t C, const int64_t *rows,
  * where u >= bound; the same bound rejects most proposals without erfc. */
 static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t length,
                           const unsigned char *skip, double bound, double u, double eps,
-                          uniform_stream *stream, TYPE *topv, int64_t *topi, int64_t *filled,
+                          uniform_stream *stream, TYPE *topv, int32_t *topi, int64_t *filled,
                           int64_t k) {
     const double lowest = (u - bound) / eps;
     double q = lowest >= 0.0 ? upper_tail_bound(lowest, normal_density(lowest))
@@ -718,8 +792,9 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 1;
         double total = 0.0;
         for (int64_t b = 0; b < B; b++) {
-            TYPE topv[MAX_K];
-            int64_t topi[MAX_K], filled = 0;
+            TYPE topv[MAX_K] = {0};
+            int32_t topi[MAX_K] = {0};
+            int64_t filled = 0;
             const uint64_t tagged = (uint64_t)n | SPARSE_TAG;
             /* Slot s + q L + i gets the normal of word q of counter s / 4 + i, L the
              * lanes of its block: LANES, or fewer (a multiple of 8) in a last block
