@@ -384,6 +384,42 @@ static inline void NAME(insert)(TYPE *topv, int32_t *topi, int64_t *filled, int6
     topi[pos] = col;
 }
 
+/* Fill an empty top list with (v, col)[0, k): returns how many were taken, k, or 0
+ * (nothing done) where there is no vector code for it. Each value's place is the
+ * count of the others ranking above it, counted eight at a time; inserting them
+ * one by one ended every insertion at a mispredicted branch. */
+static inline int64_t NAME(fill)(TYPE *topv, int32_t *topi, int64_t *filled, int64_t k,
+                                 const TYPE *v, const int32_t *col) {
+#ifdef __AVX2__
+    if (sizeof(TYPE) == 4 && k <= 8) {
+        float value[8] = {0};
+        int32_t column[8] = {0};
+        for (int64_t i = 0; i < k; i++) {
+            value[i] = (float)v[i];
+            column[i] = col[i];
+        }
+        const __m256 values = _mm256_loadu_ps(value);
+        const __m256i columns = _mm256_loadu_si256((const __m256i *)column);
+        for (int64_t i = 0; i < k; i++) {
+            const __m256 one = _mm256_set1_ps(value[i]);
+            const __m256i its = _mm256_set1_epi32(column[i]);
+            const __m256i above = _mm256_or_si256(
+                _mm256_castps_si256(_mm256_cmp_ps(values, one, _CMP_GT_OQ)),
+                _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(values, one, _CMP_EQ_OQ)),
+                                 _mm256_cmpgt_epi32(its, columns)));
+            const int place = __builtin_popcount(
+                (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(above)) & ((1u << k) - 1));
+            topv[place] = v[i];
+            topi[place] = col[i];
+        }
+        *filled = k;
+        return k;
+    }
+#endif
+    (void)topv, (void)topi, (void)filled, (void)k, (void)v, (void)col;
+    return 0;
+}
+
 /* Offer (v, col) to the top list: it goes in while the list is not full, then
  * only if it ranks above the k-th entry (higher value, or equal and lower column). */
 static inline void NAME(offer)(TYPE *topv, int32_t *topi, int64_t *filled, int64_t k, TYPE v,
@@ -678,6 +714,7 @@ static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t len
      * holds whenever gap <= 1 - length q (Bernoulli): then log1p and log are skipped. */
     if (q < 1.0 && gap <= 1.0 - (double)length * q * (1.0 + 1e-9)) return;
     const double log_keep = q < 1.0 ? log1p(-q) : 0.0;
+    const double half_lowest_squared = 0.5 * lowest * lowest;
     double position = -1.0;
     for (;; gap = q < 1.0 ? next_uniform(stream) : 0.0) {
         if (q < 1.0) position += floor(log(gap) / log_keep) + 1.0;
@@ -686,9 +723,16 @@ static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t len
         const int64_t at = (int64_t)position;
         const int64_t col = columns ? columns[at] : at;
         if (!columns && skip[at]) continue;
-        const double s = (double)score[at], t = (u - s) / eps, w = next_uniform(stream) * q;
+        const double s = (double)score[at], t = (u - s) / eps, uniform = next_uniform(stream);
+        const double w = uniform * q;
         double z; /* the accepted member's noise, beyond t */
         if (t >= 0.0) {
+            /* Most proposals fall far below u: reject them without exp. Mills' ratio
+             * decreases and q >= Q(lowest), so Q(t) / q <= phi(t) / phi(lowest) =
+             * exp(-x), x = (t^2 - lowest^2) / 2, and exp(-x) <= 1 / (1 + x + x^2 / 2)
+             * for x >= 0: what this rejects, the exact test below rejects too. */
+            const double x = 0.5 * t * t - half_lowest_squared;
+            if (x > 0.0 && uniform * (1.0 + x * (1.0 + 0.5 * x)) >= 1.0 + 1e-9) continue;
             /* Kept when w < Q(t): decided by the bounds on Q, or by erfc between them. */
             const double density = normal_density(t);
             if (w >= upper_tail_bound(t, density)) continue;
@@ -813,6 +857,8 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                 for (int64_t j = 0; j < n_slots; j++) p[j] = v[s + j] + (TYPE)eps * (TYPE)z[j];
                 for (int t = 0; t < 16; t++) p[n_slots + t] = 0; /* read, then masked off */
                 int64_t j = 0;
+                if (filled == 0 && n_slots >= k)
+                    j = NAME(fill)(topv, topi, &filled, k, p, ix + s);
                 for (; filled < k && j < n_slots; j++)
                     NAME(offer)(topv, topi, &filled, k, p[j], ix[s + j]);
                 for (; j < n_slots; j += 16) {

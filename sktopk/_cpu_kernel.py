@@ -227,9 +227,10 @@ def unavailable_reason():
 
 def supports(x, k, noise):
     """Whether the kernel takes this call (else the torch path does)."""
+    # Columns are 32-bit integers in the C code.
     return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and noise == "independent" and k <= MAX_K and x.ndim == 2
-            and library() is not None)
+            and x.shape[1] < 2**31 and library() is not None)
 
 
 def _thread_pool(workers):
@@ -286,7 +287,7 @@ def _checked(x, k, noise, name):
     """``x`` contiguous and the kernel function ``name`` for its dtype, or a ValueError."""
     if not supports(x, k, noise):
         raise ValueError("the CPU kernel cannot take this call: "
-                         f"{unavailable_reason() or 'unsupported dtype, device, noise or k'}.")
+                         f"{unavailable_reason() or 'unsupported dtype, device, noise, k or C >= 2**31'}.")
     # The C code reads its top list at k - 1 and fills it from the row: 1 <= k <= C.
     if not 1 <= k <= x.shape[1]:
         raise ValueError(f"k must lie between 1 and the number of columns ({x.shape[1]}), "
@@ -342,8 +343,6 @@ def kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_perturbations, generator=N
     if not k <= m <= pool <= n_columns:
         raise ValueError(f"need k <= m <= pool <= C, got k={k}, m={m}, pool={pool}, "
                          f"C={n_columns}.")
-    if n_columns >= 2**31:
-        raise ValueError("the CPU kernel indexes columns with 32-bit integers: C < 2**31.")
     seed = draw_seed(generator)
     return _run_by_rows(x, n_perturbations, lambda begin, end, values, indices: function(
         x.data_ptr(), n_columns, k, float(epsilon), n_perturbations, seed, begin, end, m, pool,
