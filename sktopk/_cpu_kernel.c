@@ -693,6 +693,46 @@ int NAME(sktopk_order_statistics)(const TYPE *x, int64_t C, const int64_t *rows,
     return 0;
 }
 
+/* The columns of row[0, C) scoring at or above tau into (v, ix), in column order;
+ * returns their count. v and ix need C + 8 entries (whole vectors are written).
+ * Eight columns at a time with AVX2 (a table gives the permutation that packs the
+ * kept ones first), else a branch-free scalar loop. */
+static int64_t NAME(at_or_above)(const TYPE *row, int64_t C, TYPE tau, TYPE *v, int32_t *ix) {
+    int64_t count = 0, c = 0;
+#ifdef __AVX2__
+    if (sizeof(TYPE) == 4) {
+        static uint32_t pack[256][8]; /* pack[mask]: the set lanes of mask, first */
+        static int ready = 0;
+        if (!ready) { /* idempotent: threads racing here write the same values */
+            for (int mask = 0; mask < 256; mask++) {
+                int n = 0;
+                for (int lane = 0; lane < 8; lane++)
+                    if (mask >> lane & 1) pack[mask][n++] = (uint32_t)lane;
+                for (; n < 8; n++) pack[mask][n] = 0;
+            }
+            __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+        }
+        const __m256 bar = _mm256_set1_ps((float)tau);
+        __m256i col = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for (; c + 8 <= C; c += 8) {
+            const __m256 x = _mm256_loadu_ps((const float *)row + c);
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(x, bar, _CMP_GE_OQ));
+            const __m256i order = _mm256_loadu_si256((const __m256i *)pack[mask]);
+            _mm256_storeu_ps((float *)v + count, _mm256_permutevar8x32_ps(x, order));
+            _mm256_storeu_si256((__m256i *)(ix + count), _mm256_permutevar8x32_epi32(col, order));
+            count += __builtin_popcount((unsigned)mask);
+            col = _mm256_add_epi32(col, _mm256_set1_epi32(8));
+        }
+    }
+#endif
+    for (; c < C; c++) {
+        v[count] = row[c];
+        ix[count] = (int32_t)c;
+        count += row[c] >= tau;
+    }
+    return count;
+}
+
 /* Proposals of one group (thinning): its members, in positions [0, length), are
  * proposed at rate q >= Q((u - bound) / eps) with geometric gaps, kept with
  * probability Q((u - s) / eps) / q, and given a value from N(s, eps^2) truncated
@@ -759,14 +799,13 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                                       int64_t B, uint64_t seed, int64_t row_begin,
                                       int64_t row_end, int64_t m, int64_t pool, TYPE *values,
                                       int64_t *indices) {
-    TYPE *v = malloc(sizeof(TYPE) * C), *group_max = malloc(sizeof(TYPE) * C);
-    int32_t *ix = malloc(sizeof(int32_t) * C), *kept = malloc(sizeof(int32_t) * C);
+    TYPE *v = malloc(sizeof(TYPE) * (C + 8)), *group_max = malloc(sizeof(TYPE) * C);
+    int32_t *ix = malloc(sizeof(int32_t) * (C + 8));
     unsigned char *in_pool = calloc(C, 1);
-    if (!v || !group_max || !ix || !kept || !in_pool) {
+    if (!v || !group_max || !ix || !in_pool) {
         free(v);
         free(group_max);
         free(ix);
-        free(kept);
         free(in_pool);
         return -1;
     }
@@ -784,8 +823,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         const int64_t width = pool < C / 8 ? 8 : pool < C / 4 ? 4 : pool < C / 2 ? 2 : 1;
         if (width > 1) {
             /* A lower bound of the pool-th largest score: the pool-th largest of the
-             * groups' maxima; only the scores above it, all in groups whose maximum
-             * is, are sorted. */
+             * groups' maxima; only the scores at or above it go on to the selection. */
             const int64_t stride = C / width, rest = C - width * stride;
             const int64_t n_groups = stride + rest;
             for (int64_t g = 0; g < stride; g++) group_max[g] = row[g];
@@ -797,26 +835,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             memcpy(v, group_max, sizeof(TYPE) * n_groups);
             NAME(select_top)(v, NULL, n_groups, pool); /* pool < stride <= n_groups */
             const TYPE tau = v[pool - 1];
-            /* Branch-free compactions, of the groups kept, then of their scores: a
-             * branch on either test would be mispredicted a third of the time or more. */
-            int64_t n_kept = 0;
-            for (int64_t g = 0; g < stride; g++) {
-                kept[n_kept] = (int32_t)g;
-                n_kept += group_max[g] >= tau;
-            }
-            for (int64_t t = 0; t < n_kept; t++) {
-                for (int64_t j = 0; j < width; j++) {
-                    const int64_t col = j * stride + kept[t];
-                    v[count] = row[col];
-                    ix[count] = (int32_t)col;
-                    count += row[col] >= tau;
-                }
-            }
-            for (int64_t col = width * stride; col < C; col++) {
-                v[count] = row[col];
-                ix[count] = (int32_t)col;
-                count += row[col] >= tau;
-            }
+            count = NAME(at_or_above)(row, C, tau, v, ix);
             bound = tau;
         } else {
             for (int64_t c = 0; c < C; c++) {
@@ -893,7 +912,6 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
     free(v);
     free(group_max);
     free(ix);
-    free(kept);
     free(in_pool);
     return 0;
 }

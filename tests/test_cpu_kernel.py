@@ -166,6 +166,41 @@ def test_sparse_kernel_hundred_thousand_columns_float32():
     _assert_same_law_as_torch(x, 6, 1.0, sparse, n_draws=1500)
 
 
+def _scattered_float32(offset):
+    # High scores at columns spread over the row: a column misplaced in any vector
+    # lane changes the law. With a negative offset every score is below zero, the
+    # value the top lists' unused entries start from.
+    gen = torch.Generator().manual_seed(11)
+    x = 0.5 * torch.randn(5, 1000, generator=gen)
+    for row in range(5):
+        x[row, torch.randperm(1000, generator=gen)[:40]] += torch.linspace(2.5, 0.5, 40)
+    return x + offset
+
+
+@needs_kernel
+@pytest.mark.parametrize(("k", "m", "pool", "offset"), [
+    (6, 24, 24, 0.0),  # pool < C / 8: maxima of groups of 8, then one pass over the row
+    (6, 96, 96, 0.0),  # the sizes the rule takes on trained scores at C = 1000
+    (6, 96, 96, -10.0),
+    (4, 8, 300, 0.0),  # pool < C / 2: groups of 2, tiers [8, 16) ... [256, 300)
+])
+def test_sparse_kernel_float32_with_high_scores_scattered(k, m, pool, offset):
+    # float32 takes the vector code: the compaction of the scores above the
+    # prefilter's bound, and the top lists of at most 8 entries.
+    def sparse(x, k, epsilon, n_draws, generator):
+        return _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_draws, generator,
+                                                            m=m, pool=pool)
+
+    _assert_same_law_as_torch(_scattered_float32(offset), k, 1.0, sparse)
+
+
+@needs_kernel
+@pytest.mark.parametrize("offset", [0.0, -10.0])
+def test_dense_kernel_float32_with_high_scores_scattered(offset):
+    _assert_same_law_as_torch(_scattered_float32(offset)[:, :300], 6, 1.0,
+                              _cpu_kernel.kth_largest_perturbed_cpu)
+
+
 @needs_kernel
 def test_sparse_kernel_checks_its_sizes_and_is_reproducible():
     x = _scores("trained", 8, 400, seed=2)
