@@ -172,9 +172,15 @@ void sktopk_normals(uint64_t seed, uint64_t row, uint32_t draw, int64_t n, float
 
 typedef struct {
     uint64_t seed, row;
-    uint32_t draw, counter, words[4];
-    int used;
+    uint32_t draw, counter, words[4 * 8];
+    int used, available;
 } uniform_stream;
+
+/* The uniforms of (seed, row, draw), from counter UNIFORM_COUNTER on. */
+static uniform_stream uniforms_of(uint64_t seed, uint64_t row, uint32_t draw) {
+    uniform_stream stream = {seed, row, draw, UNIFORM_COUNTER, {0}, 0, 0};
+    return stream;
+}
 
 static void philox_one(uint64_t seed, uint32_t c0, uint32_t c1, uint64_t row, uint32_t out[4]) {
     out[0] = c0;
@@ -184,12 +190,28 @@ static void philox_one(uint64_t seed, uint32_t c0, uint32_t c1, uint64_t row, ui
     philox10(out, (uint32_t)seed, (uint32_t)(seed >> 32));
 }
 
+/* The next words of the stream: one counter the first time (most draws of a cheap
+ * row need no more), then eight at once in vector form. The words come in counter
+ * order either way, so a draw's uniforms do not depend on the refills. */
+static void refill(uniform_stream *stream) {
+    if (stream->counter == UNIFORM_COUNTER) {
+        philox_one(stream->seed, stream->counter++, stream->draw, stream->row, stream->words);
+        stream->available = 4;
+    } else {
+        uint32_t group[LANES], out[4][LANES];
+        for (int i = 0; i < 8; i++) group[i] = stream->counter + (uint32_t)i;
+        philox_block(stream->seed, group, stream->draw, stream->row, 8, out);
+        for (int i = 0; i < 8; i++)
+            for (int w = 0; w < 4; w++) stream->words[4 * i + w] = out[w][i];
+        stream->counter += 8;
+        stream->available = 4 * 8;
+    }
+    stream->used = 0;
+}
+
 /* A uniform in (0, 1] with 53 random bits (two words). */
 static double next_uniform(uniform_stream *stream) {
-    if (stream->used >= 4) {
-        philox_one(stream->seed, stream->counter++, stream->draw, stream->row, stream->words);
-        stream->used = 0;
-    }
+    if (stream->used >= stream->available) refill(stream);
     uint64_t hi = stream->words[stream->used] >> 5, lo = stream->words[stream->used + 1] >> 6;
     stream->used += 2;
     return ((double)((hi << 26) | lo) + 1.0) * (1.0 / 9007199254740992.0);
@@ -236,7 +258,7 @@ static double normal_beyond(double a, uniform_stream *stream) {
 
 /* Test entry: n draws of normal_beyond(a), from the uniforms of (seed, row 0, draw 0). */
 void sktopk_normal_beyond(double a, uint64_t seed, int64_t n, double *out) {
-    uniform_stream stream = {seed, SPARSE_TAG, 0, UNIFORM_COUNTER, {0}, 4};
+    uniform_stream stream = uniforms_of(seed, SPARSE_TAG, 0);
     for (int64_t i = 0; i < n; i++) out[i] = normal_beyond(a, &stream);
 }
 
@@ -895,7 +917,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                 }
             }
             const double u = (double)topv[k - 1];
-            uniform_stream stream = {seed, tagged, (uint32_t)b, UNIFORM_COUNTER, {0}, 4};
+            uniform_stream stream = uniforms_of(seed, tagged, (uint32_t)b);
             for (int64_t t = 0; t + 1 < n_edges; t++)
                 NAME(propose)(v + edge[t], ix + edge[t], edge[t + 1] - edge[t], NULL,
                               (double)tier_top[t], u, eps, &stream, topv, topi, &filled, k);
