@@ -775,11 +775,11 @@ static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t len
     /* No proposal when the first gap passes the group: gap <= (1 - q)^length, which
      * holds whenever gap <= 1 - length q (Bernoulli): then log1p and log are skipped. */
     if (q < 1.0 && gap <= 1.0 - (double)length * q * (1.0 + 1e-9)) return;
-    const double log_keep = q < 1.0 ? log1p(-q) : 0.0;
+    const double per_log_keep = q < 1.0 ? 1.0 / log1p(-q) : 0.0; /* a product per gap */
     const double half_lowest_squared = 0.5 * lowest * lowest;
     double position = -1.0;
     for (;; gap = q < 1.0 ? next_uniform(stream) : 0.0) {
-        if (q < 1.0) position += floor(log(gap) / log_keep) + 1.0;
+        if (q < 1.0) position += floor(log(gap) * per_log_keep) + 1.0;
         else position += 1.0;
         if (position >= (double)length) return;
         const int64_t at = (int64_t)position;
