@@ -67,11 +67,11 @@ _TORCH_COSTS = _Costs(dense_draw=4.6, dense_pair=1530.0, dense_fixed=2.9e5, pool
 # 0.25 ms sparse, which also covers the rule itself (the calibration times the
 # kernel alone; the order statistics, the bisection and the Python around them
 # take 0.2-0.5 ms a call), so that tiny calls stay on the dense path.
-# Median relative error of the fit: 2% dense, 13% sparse (max 38%: one cost per
-# proposal, where a kept one costs about twice a rejected one; the rule cannot
+# Median relative error of the fit: 1% dense, 15% sparse (max 47%: one cost per
+# proposal, where a kept one costs several times a rejected one; the rule cannot
 # count the kept ones in advance).
-_KERNEL_COSTS = _Costs(dense_draw=1.55, dense_pair=516.0, dense_fixed=5e4, pool_score=0.42,
-                       pool_slot=7.3, candidate=2.36, pair=0.0, group=98.0, proposal=36.3,
+_KERNEL_COSTS = _Costs(dense_draw=1.60, dense_pair=527.0, dense_fixed=5e4, pool_score=0.42,
+                       pool_slot=6.9, candidate=2.50, pair=0.0, group=114.0, proposal=27.8,
                        fixed=2.5e5, margin=0.85)
 # Candidate counts tried, as multiples of k; pool sizes, as multiples of m.
 _MENU = (1, 2, 4, 8, 16, 32)
