@@ -286,8 +286,8 @@ def _required_library():
 def _checked(x, k, noise, name):
     """``x`` contiguous and the kernel function ``name`` for its dtype, or a ValueError."""
     if not supports(x, k, noise):
-        raise ValueError("the CPU kernel cannot take this call: "
-                         f"{unavailable_reason() or 'unsupported dtype, device, noise, k or C >= 2**31'}.")
+        reason = unavailable_reason() or "unsupported dtype, device, noise, k or C >= 2**31"
+        raise ValueError(f"the CPU kernel cannot take this call: {reason}.")
     # The C code reads its top list at k - 1 and fills it from the row: 1 <= k <= C.
     if not 1 <= k <= x.shape[1]:
         raise ValueError(f"k must lie between 1 and the number of columns ({x.shape[1]}), "
