@@ -340,6 +340,38 @@ void sktopk_expected_kth(const float *top, int64_t R, int64_t W, int64_t k, doub
     }
 }
 
+#ifdef __AVX2__
+/* How many of the first k <= 8 entries of a float top list (values, columns) rank
+ * above (value, column): a higher value, or an equal one and a lower column. */
+static inline int count_above8(__m256 values, __m256i columns, float value, int32_t column,
+                               int64_t k) {
+    const __m256 one = _mm256_set1_ps(value);
+    const __m256i above = _mm256_or_si256(
+        _mm256_castps_si256(_mm256_cmp_ps(values, one, _CMP_GT_OQ)),
+        _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(values, one, _CMP_EQ_OQ)),
+                         _mm256_cmpgt_epi32(_mm256_set1_epi32(column), columns)));
+    return __builtin_popcount(
+        (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(above)) & ((1u << k) - 1));
+}
+
+/* pack_table()[mask]: the lanes set in the 8-bit mask, first, as a permutation of 8
+ * lanes (the rest 0). Built at first use; threads racing there write the same values. */
+static const uint32_t (*pack_table(void))[8] {
+    static uint32_t pack[256][8];
+    static int ready = 0;
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        for (int mask = 0; mask < 256; mask++) {
+            int n = 0;
+            for (int lane = 0; lane < 8; lane++)
+                if (mask >> lane & 1) pack[mask][n++] = (uint32_t)lane;
+            for (; n < 8; n++) pack[mask][n] = 0;
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    return (const uint32_t (*)[8])pack;
+}
+#endif
+
 /* The typed part, once per score dtype (this file includes itself). */
 #define SKTOPK_TYPED_PART
 #define CONCAT_(a, b) a##_##b
@@ -375,12 +407,7 @@ static inline void NAME(insert)(TYPE *topv, int32_t *topi, int64_t *filled, int6
         const __m256 values = _mm256_loadu_ps((const float *)topv), value = _mm256_set1_ps((float)v);
         const __m256i columns = _mm256_loadu_si256((const __m256i *)topi);
         const __m256i column = _mm256_set1_epi32(col);
-        const __m256i above = _mm256_or_si256(
-            _mm256_castps_si256(_mm256_cmp_ps(values, value, _CMP_GT_OQ)),
-            _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(values, value, _CMP_EQ_OQ)),
-                             _mm256_cmpgt_epi32(column, columns)));
-        const int pos = __builtin_popcount(
-            (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(above)) & ((1u << k) - 1));
+        const int pos = count_above8(values, columns, (float)v, col, k);
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         const __m256i down = _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6);
         const __m256i at = _mm256_set1_epi32(pos);
@@ -423,14 +450,7 @@ static inline int64_t NAME(fill)(TYPE *topv, int32_t *topi, int64_t *filled, int
         const __m256 values = _mm256_loadu_ps(value);
         const __m256i columns = _mm256_loadu_si256((const __m256i *)column);
         for (int64_t i = 0; i < k; i++) {
-            const __m256 one = _mm256_set1_ps(value[i]);
-            const __m256i its = _mm256_set1_epi32(column[i]);
-            const __m256i above = _mm256_or_si256(
-                _mm256_castps_si256(_mm256_cmp_ps(values, one, _CMP_GT_OQ)),
-                _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(values, one, _CMP_EQ_OQ)),
-                                 _mm256_cmpgt_epi32(its, columns)));
-            const int place = __builtin_popcount(
-                (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(above)) & ((1u << k) - 1));
+            const int place = count_above8(values, columns, value[i], column[i], k);
             topv[place] = v[i];
             topi[place] = col[i];
         }
@@ -723,17 +743,7 @@ static int64_t NAME(at_or_above)(const TYPE *row, int64_t C, TYPE tau, TYPE *v, 
     int64_t count = 0, c = 0;
 #ifdef __AVX2__
     if (sizeof(TYPE) == 4) {
-        static uint32_t pack[256][8]; /* pack[mask]: the set lanes of mask, first */
-        static int ready = 0;
-        if (!ready) { /* idempotent: threads racing here write the same values */
-            for (int mask = 0; mask < 256; mask++) {
-                int n = 0;
-                for (int lane = 0; lane < 8; lane++)
-                    if (mask >> lane & 1) pack[mask][n++] = (uint32_t)lane;
-                for (; n < 8; n++) pack[mask][n] = 0;
-            }
-            __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-        }
+        const uint32_t (*pack)[8] = pack_table();
         const __m256 bar = _mm256_set1_ps((float)tau);
         __m256i col = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for (; c + 8 <= C; c += 8) {
@@ -831,6 +841,10 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         free(in_pool);
         return -1;
     }
+    /* One top list for every draw, emptied by filled = 0; zeroed once, as the vector
+     * insertion reads (and masks off) the entries past k. */
+    TYPE topv[MAX_K] = {0};
+    int32_t topi[MAX_K] = {0};
     /* Tier edges: m, 2m, 4m, ..., pool. */
     int64_t edge[64], n_edges = 0;
     for (int64_t e = m; e < pool && n_edges < 62; e *= 2) edge[n_edges++] = e;
@@ -877,8 +891,6 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 1;
         double total = 0.0;
         for (int64_t b = 0; b < B; b++) {
-            TYPE topv[MAX_K] = {0};
-            int32_t topi[MAX_K] = {0};
             int64_t filled = 0;
             const uint64_t tagged = (uint64_t)n | SPARSE_TAG;
             /* Slot s + q L + i gets the normal of word q of counter s / 4 + i, L the
