@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sktopk import _triton_dispatch
 from sktopk._modules import MLP
 from sktopk.backends import use_backend
 from sktopk.functional import (
@@ -135,14 +136,17 @@ def _cities_data(seed):
     return X, y
 
 
-def trained_scores(source, n_classes, n_rows, seed=0, cosine=False, epochs=TRAIN_EPOCHS):
+def trained_scores(source, n_classes, n_rows, seed=0, cosine=False, epochs=TRAIN_EPOCHS,
+                   device="cpu"):
     """Decision function on ``n_rows`` held-out rows of a network trained for a few epochs.
 
     ``source`` is "clusters" (Gaussian clusters, ``n_classes`` of them) or "cities"
     (the bundled cities data). Balanced scores come from an MLP trained with the
     top-K hinge (k=5, epsilon=1, B=10); cosine scores from an MLP with a cosine
     head trained with the imbalanced loss (epsilon=0.01) on long-tailed clusters.
-    Returns (scores, targets, class_counts).
+    The network trains on ``device`` (the same data and initialisation; the loss
+    noise differs between devices). Returns (scores, targets, class_counts) on
+    ``device``.
     """
     torch.manual_seed(seed)  # nothing below uses it; guards against hidden global draws
     if source == "cities":
@@ -152,20 +156,22 @@ def trained_scores(source, n_classes, n_rows, seed=0, cosine=False, epochs=TRAIN
         # About 32 samples a class, capped so that C = 100000 trains in minutes.
         n_train = min(32 * n_classes, 32768 if n_classes <= 10000 else 8192)
         X, y = _cluster_data(n_classes, n_train + n_rows, seed, long_tail=cosine)
+    X, y = X.to(device), y.to(device)
     X_train, y_train = X[:-n_rows], y[:-n_rows]
-    counts = torch.bincount(y_train, minlength=n_classes)
+    counts = torch.bincount(y_train, minlength=n_classes).cpu()
     gen = torch.Generator().manual_seed(seed)
-    net = MLP(X.shape[1], n_classes, (TRAIN_HIDDEN,), cosine_head=cosine, generator=gen)
+    net = MLP(X.shape[1], n_classes, (TRAIN_HIDDEN,), cosine_head=cosine, generator=gen).to(device)
+    noise = torch.Generator(device=device).manual_seed(seed) if device != "cpu" else gen
     if cosine:
         loss = ImbalancedTopKHingeLoss(counts.tolist(), k=5, epsilon=0.01, n_perturbations=5,
-                                       generator=gen)
+                                       generator=noise).to(device)
     else:
-        loss = TopKHingeLoss(k=5, epsilon=1.0, n_perturbations=10, generator=gen)
+        loss = TopKHingeLoss(k=5, epsilon=1.0, n_perturbations=10, generator=noise)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     for _ in range(epochs):
         order = torch.randperm(len(X_train), generator=gen)
         for i in range(0, len(X_train), TRAIN_BATCH):
-            index = order[i:i + TRAIN_BATCH]
+            index = order[i:i + TRAIN_BATCH].to(device)
             optimizer.zero_grad()
             loss(net(X_train[index]), y_train[index]).backward()
             optimizer.step()
@@ -262,15 +268,17 @@ def grid(name):
     raise ValueError(name)
 
 
-def regime_methods(regime, k, b, counts):
-    """name -> loss callable for the trained / cosine regimes (sampler "auto" vs "dense")."""
-    gen = torch.Generator().manual_seed(0)
+def regime_methods(regime, k, b, counts, device="cpu"):
+    """name -> loss callable for the trained / cosine regimes (samplers auto, dense, sparse)."""
+    gen = torch.Generator(device=device).manual_seed(0)
     if regime == "trained":
         methods = {
             "cross_entropy": lambda s, y: F.cross_entropy(s, y),
             "sktopk": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen),
             "sktopk_dense": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
                                                          sampler="dense"),
+            "sktopk_sparse": lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b, generator=gen,
+                                                          sampler="sparse"),
             "sktopk_torch": on_torch_path(lambda s, y: topk_hinge_loss(s, y, k, EPSILON, b,
                                                                        generator=gen)),
         }
@@ -285,6 +293,9 @@ def regime_methods(regime, k, b, counts):
         "sktopk_imbal_dense": lambda s, y: imbalanced_topk_hinge_loss(
             s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen,
             sampler="dense"),
+        "sktopk_imbal_sparse": lambda s, y: imbalanced_topk_hinge_loss(
+            s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen,
+            sampler="sparse"),
         "sktopk_imbal_torch": on_torch_path(lambda s, y: imbalanced_topk_hinge_loss(
             s, y, counts, k, epsilon=COSINE_EPSILON, n_perturbations=b, generator=gen)),
     }
@@ -296,18 +307,29 @@ def regime_methods(regime, k, b, counts):
 
 
 def time_methods(scores, target, methods, repeats):
-    """Median milliseconds of ``fn(scores, target).backward()``, methods interleaved."""
+    """Median milliseconds of ``fn(scores, target).backward()``, methods interleaved.
+
+    A method that fails its warm-up call is reported and left out.
+    """
     scores = scores.detach().clone().requires_grad_(True)
+    device = scores.device.type
 
     def run(fn):
         scores.grad = None
+        _sync(device)
         start = time.perf_counter()
         fn(scores, target).backward()
+        _sync(device)
         return time.perf_counter() - start
 
+    for name, fn in list(methods.items()):
+        try:
+            run(fn)
+            run(fn)  # CUDA: the first call also compiles kernels and grows the cache
+        except Exception as exc:  # e.g. a reference library without CUDA support
+            print(f"    {name} failed and is left out: {type(exc).__name__}: {str(exc)[:150]}")
+            del methods[name]
     times = {name: [] for name in methods}
-    for fn in methods.values():
-        run(fn)
     for _ in range(repeats):
         for name, fn in methods.items():
             times[name].append(run(fn))
@@ -326,10 +348,10 @@ fn(small, target[:8]).backward()
 """, timeout=1200)
 
 
-def cached_trained_scores(cache, source, c, n, cosine):
+def cached_trained_scores(cache, source, c, n, cosine, device="cpu"):
     """:func:`trained_scores`, saved under ``cache`` (a directory) when one is given."""
-    if cache is None:
-        return trained_scores(source, c, n, cosine=cosine)
+    if cache is None or device != "cpu":
+        return trained_scores(source, c, n, cosine=cosine, device=device)
     import os
 
     os.makedirs(cache, exist_ok=True)
@@ -341,18 +363,23 @@ def cached_trained_scores(cache, source, c, n, cosine):
     return result
 
 
-def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
-    """Time the losses on trained-network or cosine scores; print one table."""
+def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None, device="cpu"):
+    """Time the losses on trained-network or cosine scores; print one table.
+
+    On CUDA the "auto" column is the default dispatch (the dense Triton kernel
+    there) and the "sparse" one forces the exact sparse sampler (torch operations).
+    """
     from sktopk._sparse_perturbed import _subset_top, choose_sampler
     from sktopk._triton_dispatch import cpu_kernel_takes
 
     eps = EPSILON if regime == "trained" else COSINE_EPSILON
     cases = ([("cities", None)] if regime == "trained" else []) + [
         ("clusters", c) for c in classes]
-    names = (["cross_entropy", "sktopk", "sktopk_dense", "pytopk", "sktopk_torch"]
+    names = (["cross_entropy", "sktopk", "sktopk_dense", "pytopk", "sktopk_torch",
+              "sktopk_sparse"]
              if regime == "trained" else
              ["cross_entropy", "sktopk_imbal", "sktopk_imbal_dense", "pytopk_imbal",
-              "sktopk_imbal_torch"])
+              "sktopk_imbal_torch", "sktopk_imbal_sparse"])
     main_name, dense_name, ref_name = names[1], names[2], names[3]
     print(f"\n## regime {regime}: N={n}, k={k}, B={b}, epsilon={eps}\n")
     print("| scores | C | auto path | train s | " + " | ".join(names)
@@ -361,13 +388,18 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
     print("|" + "---|" * (4 + len(names) + 3))
     for source, c in cases:
         start = time.perf_counter()
-        scores, target, counts = cached_trained_scores(cache, source, c, n, regime == "cosine")
+        scores, target, counts = cached_trained_scores(cache, source, c, n, regime == "cosine",
+                                                       device)
+        _sync(device)
         train_s = time.perf_counter() - start
         c = scores.shape[1]
         kernel = cpu_kernel_takes(scores, k + 1, "independent")
         path, sizes = choose_sampler(_subset_top(scores, k + 1), k + 1, eps, b, c, n_rows=n,
                                      kernel=kernel)
-        methods = regime_methods(regime, k, b, counts.tolist())
+        if device != "cpu":
+            path = "dense (Triton)" if _triton_dispatch.get_kernel(
+                scores, k + 1, eps, b, "independent") else "dense (torch)"
+        methods = regime_methods(regime, k, b, counts.tolist(), device)
         if n * c * b > PYTOPK_MAX_ELEMENTS:
             methods.pop(ref_name, None)
         ms = time_methods(scores, target, methods, repeats)
@@ -379,12 +411,26 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None):
             return f"{ms[a] / ms[bb]:.1f}x" if a in ms and bb in ms else "-"
 
         label = (f"sparse, m={sizes[0]}, pool={sizes[1]}" if path == "sparse"
-                 else "dense (C kernel)" if kernel else "dense")
+                 else "dense (C kernel)" if kernel else path if device != "cpu" else "dense")
         print(f"| {source} | {c} | {label} | {train_s:.0f} | "
               + " | ".join(cell(name) for name in names)
               + f" | {ratio(main_name, 'cross_entropy')} | {ratio(dense_name, main_name)} | "
               f"{ratio(ref_name, main_name)} |", flush=True)
-        if memory and c == max(classes):
+        if memory and c == max(classes) and device != "cpu":
+            score_bytes = scores.numel() * scores.element_size()
+            for name in names[1:3] + names[-1:]:
+                if name not in methods:
+                    continue
+                x = scores.detach().clone().requires_grad_(True)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+                methods[name](x, target).backward()
+                torch.cuda.synchronize()
+                peak = torch.cuda.max_memory_allocated() - before
+                print(f"    peak extra CUDA memory, {source} C={c}, {name}: "
+                      f"{peak / 2**20:.0f} MiB, {peak / score_bytes:.2f}x the scores", flush=True)
+        elif memory and c == max(classes):
             path = f"/tmp/sktopk_bench_scores_{regime}_{c}.pt"
             torch.save((scores, target, counts), path)
             score_bytes = scores.numel() * scores.element_size()
@@ -414,12 +460,14 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.regime != "random":
+        where = (torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU")
         print(f"# bench_losses: {platform.processor() or platform.machine()}, torch "
-              f"{torch.__version__}, {args.threads} thread(s), CPU, median of {args.repeats} "
-              f"interleaved rounds; pytopk: {'yes' if pytopk else 'missing'}")
+              f"{torch.__version__}, {args.threads} thread(s), {where}, median of "
+              f"{args.repeats} interleaved rounds; pytopk: {'yes' if pytopk else 'missing'}")
         classes = args.classes or ((1000, 10000, 100000) if args.regime == "trained"
                                    else (1000, 10000))
-        run_regime(args.regime, classes, args.repeats, args.memory, cache=args.cache)
+        run_regime(args.regime, classes, args.repeats, args.memory, cache=args.cache,
+                   device=args.device)
         return
     print(f"# bench_losses: {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, {args.threads} thread(s), device {args.device}, "

@@ -271,6 +271,38 @@ def test_model_saved_from_cuda_loads_on_a_cpu_only_machine(data, monkeypatch):
     np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
+def test_gpu_fit_predict_save_and_load_on_cpu(Estimator, data, monkeypatch):
+    X, y = data
+    params = dict(FAST, k=3, random_state=0, device="auto")  # "auto" takes the GPU
+    clf = Estimator(**params).fit(X, y)
+    assert clf.device_ == "cuda"
+    cpu = Estimator(**dict(params, device="cpu")).fit(X, y)
+    # Other noise and float rounding, same problem: top-3 accuracy within a few points.
+    assert abs(clf.score(X, y) - cpu.score(X, y)) < 0.08
+    scores = clf.decision_function(X)
+    assert isinstance(scores, np.ndarray) and np.isfinite(scores).all()
+    # CSR input gives the same scores.
+    np.testing.assert_allclose(clf.decision_function(sp.csr_matrix(X)), scores, atol=1e-4)
+    # Same seed, same GPU fit, up to the order of atomic float additions.
+    again = Estimator(**params).fit(X, y)
+    np.testing.assert_allclose(again.decision_function(X), scores, atol=1e-4)
+    # Warm start continues on the GPU, with a new max_epochs honoured.
+    before = len(clf.history_)
+    clf.set_params(warm_start=True, max_epochs=2).fit(X, y)
+    assert before < len(clf.history_) <= before + 2
+    blob = pickle.dumps(clf)
+    assert np.allclose(pickle.loads(blob).decision_function(X), clf.decision_function(X),
+                       atol=1e-6)
+    # A model saved on a GPU machine loads and predicts on a CPU-only one.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restored = pickle.loads(blob)
+    assert restored.device_ == "cpu"
+    np.testing.assert_allclose(restored.decision_function(X), clf.decision_function(X),
+                               atol=1e-4)
+
+
 def test_skops_round_trip_trusting_only_sktopk_types(data):
     sio = pytest.importorskip("skops.io")
     X, y = data

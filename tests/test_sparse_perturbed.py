@@ -338,3 +338,108 @@ def test_sparse_with_shared_noise_is_rejected_and_auto_stays_dense():
     value = perturbed_topk(x, 2, 1.0, 5, generator=torch.Generator().manual_seed(0),
                            noise="shared")
     assert value[0] == value[1]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _on_cuda(m=None, pool=None, dtype=None):
+    """A sampler for :func:`assert_same_law_as_dense` that runs the sparse path on CUDA.
+
+    The CUDA generator is seeded from the CPU one the reference hands over, so
+    each call stays deterministic and the two calls of a test get other noise.
+    """
+    def sample(x, k, epsilon, n_draws, generator):
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        cuda_gen = torch.Generator(device="cuda").manual_seed(seed)
+        x_cuda = x.to("cuda", dtype=dtype or x.dtype)
+        values, indices = kth_largest_perturbed_sparse(x_cuda, k, epsilon, n_draws, cuda_gen,
+                                                       m=m, pool=pool)
+        assert values.device.type == "cuda" and indices.device.type == "cuda"
+        return values.double().cpu(), indices.cpu()
+    return sample
+
+
+@needs_cuda
+@pytest.mark.parametrize(("regime", "n_columns", "k", "m", "pool", "epsilon", "dtype"), [
+    ("unit", 60, 4, None, None, 0.3, torch.float64),
+    ("trained", 500, 6, None, None, 1.0, torch.float32),
+    ("trained", 500, 6, 12, 96, 1.0, torch.float32),
+    ("ties", 40, 3, 4, 13, 0.5, torch.float64),
+    ("wide", 100, 3, 3, 24, 0.01, torch.float32),
+    ("flat", 300, 3, 3, 48, 1.0, torch.float32),
+])
+def test_sparse_on_cuda_matches_dense_in_distribution(regime, n_columns, k, m, pool, epsilon,
+                                                       dtype):
+    x = _scores(regime, 3, n_columns, seed=n_columns + k)
+    if dtype == torch.float32:
+        x = x.float().double()  # the reference sees the same float32 scores
+    assert_same_law_as_dense(x, k, epsilon, 6000, _on_cuda(m, pool, dtype), seed=31)
+
+
+@needs_cuda
+def test_sparse_on_cuda_hundred_thousand_columns_and_reproducible():
+    x = _scores("trained", 64, 100_000, seed=1).float().cuda()
+
+    def draw(seed):
+        return kth_largest_perturbed_sparse(x, 5, 1.0, 10,
+                                            torch.Generator(device="cuda").manual_seed(seed))
+
+    first, second, other = draw(4), draw(4), draw(5)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], other[0])
+    # Against the dense path on the same rows: the 5th value averaged over the draws.
+    dense, _ = kth_largest_perturbed_torch(x, 5, 1.0, 10,
+                                           torch.Generator(device="cuda").manual_seed(6))
+    # Per-draw std of the 5th value is below 1.5: se of a difference of row
+    # averages below 0.68, and of their mean over 64 rows below 0.085.
+    torch.testing.assert_close(first[0], dense, atol=3.0, rtol=0)
+    torch.testing.assert_close(first[0].mean(), dense.mean(), atol=0.3, rtol=0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("sampler", ["sparse", "auto"])
+def test_losses_on_cuda_agree_with_cpu_in_expectation_and_gradient(sampler):
+    gen = torch.Generator().manual_seed(0)
+    scores = _scores("trained", 32, 300, seed=6).float()
+    target = torch.randint(0, 300, (32,), generator=gen)
+    grads, values = {}, {}
+    for device, seed in (("cpu", 1), ("cuda", 2)):
+        x = scores.to(device).requires_grad_(True)
+        value = topk_hinge_loss(x, target.to(device), k=2, n_perturbations=4000,
+                                generator=torch.Generator(device=device).manual_seed(seed),
+                                sampler="dense" if device == "cpu" else sampler)
+        value.backward()
+        values[device], grads[device] = value.detach().cpu(), x.grad.cpu()
+    torch.testing.assert_close(values["cuda"], values["cpu"], atol=0.02, rtol=0)
+    # Gradient entries are frequencies / 32 rows: se of a difference < 0.71 / sqrt(4000) / 32.
+    torch.testing.assert_close(grads["cuda"], grads["cpu"], atol=0.02 / 32 * 4, rtol=0)
+    counts = torch.randint(1, 100, (300,), generator=gen).tolist()
+    cosine = torch.nn.functional.normalize(scores, dim=1)
+    imbalanced = {
+        device: ImbalancedTopKHingeLoss(
+            counts, k=2, n_perturbations=4000, sampler="dense" if device == "cpu" else sampler,
+            generator=torch.Generator(device=device).manual_seed(3)).to(device)(
+                cosine.to(device), target.to(device)).cpu()
+        for device in ("cpu", "cuda")}
+    torch.testing.assert_close(imbalanced["cuda"], imbalanced["cpu"], atol=0.05, rtol=0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("estimator", ["balanced", "imbalanced"])
+def test_estimators_fit_on_cuda_with_the_sparse_sampler(estimator):
+    from sktopk import ImbalancedTopKClassifier
+
+    gen = np.random.default_rng(0)
+    X = gen.normal(size=(300, 6)).astype(np.float32)
+    y = gen.integers(0, 40, 300)
+    X[np.arange(300), y % 6] += 3.0
+    make = TopKClassifier if estimator == "balanced" else ImbalancedTopKClassifier
+    clf = make(k=3, max_epochs=3, hidden_layer_sizes=(16,), random_state=0, device="cuda",
+               loss_params={"sampler": "sparse"}).fit(X, y)
+    again = make(k=3, max_epochs=3, hidden_layer_sizes=(16,), random_state=0, device="cuda",
+                 loss_params={"sampler": "sparse"}).fit(X, y)
+    assert clf.device_ == "cuda"
+    # Same seeds, same fit, up to the order of atomic float additions on the GPU.
+    np.testing.assert_allclose(clf.decision_function(X), again.decision_function(X), atol=1e-5)
+    assert np.isfinite(clf.decision_function(X)).all()
