@@ -339,10 +339,14 @@ if DEVICE == "cuda":
         graph.replay()
         sync()
         fresh = not torch.equal(first, indices)
-        kth = torch.topk(x, 6, dim=1).values[:, 5]
-        sane = bool(((values - kth).abs() < 1.0).float().mean() > 0.9)
+        # The replayed values against the torch path's: the mean over 256 rows x 10
+        # draws has a standard error near 0.01.
+        reference, _ = kth_largest_perturbed_torch(x, 6, 1.0, 10, gen(11))
+        gap = float((values.mean() - reference.mean()).abs())
+        sane = gap < 0.06
         verdict("kernel call (seed draw included) captures in a CUDA graph", fresh and sane,
-                f"replays draw fresh noise: {fresh}; values near the exact k-th: {sane}")
+                f"replays draw fresh noise: {fresh}; mean value against the torch path's: "
+                f"|diff| {gap:.4f} (tolerance 0.06)")
 
     @guarded("float64 falls back to torch")
     def _():

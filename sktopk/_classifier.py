@@ -645,6 +645,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         architecture = self._architecture(X.shape[1], n_classes)
         module = (self._new_module(architecture, seeds, device) if reset
                   else self._continued_module(architecture))
+        # On the training device before the output check feeds it a batch (skorch
+        # would move it only later).
+        module = module.to(device)
         if architecture["kind"] == "custom":
             self._check_module_output(module, data, n_classes)
 
@@ -809,10 +812,15 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                           and (bool(self._architecture_["hidden_layer_sizes"])
                                or not self._architecture_["cosine_head"]))
         data = TensorData(X, device=self.device_, sparse_batches=sparse_batches)
+        # On CPU the float64 copy makes a sample's scores independent of its batch;
+        # on a GPU the built-in MLP sees batches of one fixed shape instead.
+        fixed = self._architecture_["kind"] == "mlp" and self.device_ != "cpu"
+        batch_size = (_fixed_predict_rows(self._architecture_["n_classes"]) if fixed
+                      else _PREDICT_BATCH_SIZE)
         with limited_torch_threads(thread_budget()):
             scores = [batch.cpu() for batch in
-                      iter_scores(module, data, _PREDICT_BATCH_SIZE,
-                                  self._fit_settings["precision"])]
+                      iter_scores(module, data, batch_size, self._fit_settings["precision"],
+                                  fixed_rows=fixed)]
         scores = torch.cat(scores).numpy().astype(np.float64)
         tau = getattr(self, "logit_adjustment_", 0.0)
         if tau:
@@ -996,6 +1004,12 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         # common checks' 0.83 top-1 threshold on tiny data is not their target.
         tags.classifier_tags.poor_score = True
         return tags
+
+
+def _fixed_predict_rows(n_classes):
+    """Rows of each prediction batch on a GPU: a power of two in [64, 8192], <= 16 MiB of scores."""
+    rows = (16 * 2**20) // (4 * max(int(n_classes), 1))
+    return int(min(_PREDICT_BATCH_SIZE, max(64, 1 << max(rows, 1).bit_length() - 1)))
 
 
 class _Float64Scoring(torch.nn.Module):

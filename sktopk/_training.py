@@ -179,16 +179,40 @@ def autocast(precision, device):
     return nullcontext()
 
 
-def iter_scores(module, data, batch_size, precision="fp32"):
-    """Yield the module's scores on ``data`` batch by batch, in eval mode, without grad."""
+def iter_scores(module, data, batch_size, precision="fp32", fixed_rows=False):
+    """Yield the module's scores on ``data`` batch by batch, in eval mode, without grad.
+
+    With ``fixed_rows=True`` every batch the module sees has ``batch_size`` rows
+    (the last one padded with zero rows, whose scores are dropped): GPU matrix
+    products pick their algorithm, and so their rounding, by shape, and a
+    sample's scores must not depend on how many samples it is scored with.
+    """
     was_training = module.training
     module.eval()
     try:
         with torch.inference_mode(), autocast(precision, data.device):
             for start in range(0, len(data), batch_size):
-                yield module(data.features(slice(start, start + batch_size))).float()
+                features = data.features(slice(start, start + batch_size))
+                rows = features.shape[0]
+                if fixed_rows and rows < batch_size:
+                    features = pad_rows(features, batch_size)
+                yield module(features)[:rows].float()
     finally:
         module.train(was_training)
+
+
+def pad_rows(features, n_rows):
+    """``features`` (dense, or torch sparse CSR) with zero rows appended up to ``n_rows``."""
+    missing = n_rows - features.shape[0]
+    if features.layout == torch.sparse_csr:
+        crow = features.crow_indices()
+        crow = torch.cat([crow, crow[-1:].expand(missing)])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return torch.sparse_csr_tensor(crow, features.col_indices(), features.values(),
+                                           size=(n_rows, features.shape[1]),
+                                           check_invariants=False)
+    return torch.cat([features, features.new_zeros((missing, *features.shape[1:]))])
 
 
 def top_k_hits(scores, target, k):

@@ -5,7 +5,7 @@ import torch
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
 from sktopk._modules import MLP, SparseInputLinear
-from sktopk._training import TensorData, csr_to_torch
+from sktopk._training import TensorData, csr_to_torch, iter_scores, pad_rows
 
 
 def _random_csr(n, d, density, seed):
@@ -39,6 +39,25 @@ def test_csr_to_torch_round_trips_and_tensor_data_hands_out_sparse_batches():
     np.testing.assert_array_equal(batch.to_dense().numpy(), X[[3, 1, 7]].toarray())
     assert data.subset(np.array([0, 5])).features(slice(0, 2)).layout == torch.sparse_csr
     assert TensorData(X).features(slice(0, 2)).layout == torch.strided
+
+
+@pytest.mark.parametrize("sparse_batches", [False, True])
+def test_fixed_row_batches_pad_and_drop_the_padding(sparse_batches):
+    # Scoring in batches of one fixed shape (as on a GPU): 23 rows in batches of
+    # 8 give the scores of one batch of 23, and the padding rows are zero.
+    X = _random_csr(23, 40, 0.2, 4)
+    assert pad_rows(csr_to_torch(X[:3]), 8).to_dense()[3:].abs().sum() == 0
+    np.testing.assert_array_equal(pad_rows(csr_to_torch(X[:3]), 8).to_dense()[:3].numpy(),
+                                  X[:3].toarray())
+    net = MLP(40, 5, (16,), generator=torch.Generator().manual_seed(0))
+    data = TensorData(X, sparse_batches=sparse_batches)
+    expected = torch.cat(list(iter_scores(net, data, 23)))
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    fixed = list(iter_scores(net, data, 8, fixed_rows=True))
+    assert seen == [8, 8, 8]
+    assert [batch.shape[0] for batch in fixed] == [8, 8, 7]
+    torch.testing.assert_close(torch.cat(fixed), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("hidden", "cosine"), [((16,), False), ((16, 8), True), ((), False)])

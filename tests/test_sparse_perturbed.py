@@ -405,7 +405,7 @@ def test_losses_on_cuda_agree_with_cpu_in_expectation_and_gradient(sampler):
     target = torch.randint(0, 300, (32,), generator=gen)
     grads, values = {}, {}
     for device, seed in (("cpu", 1), ("cuda", 2)):
-        x = scores.to(device).requires_grad_(True)
+        x = scores.detach().to(device).requires_grad_(True)
         value = topk_hinge_loss(x, target.to(device), k=2, n_perturbations=4000,
                                 generator=torch.Generator(device=device).manual_seed(seed),
                                 sampler="dense" if device == "cpu" else sampler)
