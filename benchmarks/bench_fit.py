@@ -136,12 +136,23 @@ def main(argv=None):
                         help="time TopKClassifier alone (no hand loop, skorch, sklearn)")
     parser.add_argument("--imbalanced", action="store_true",
                         help="also time ImbalancedTopKClassifier (top-K hinge and LDAM)")
+    parser.add_argument("--autograd-worker-thread", action="store_true",
+                        help="let the estimators' backward passes run in autograd's device "
+                        "worker thread (torch's default; sktopk runs them on the calling "
+                        "thread), to compare the two")
     args = parser.parse_args(argv)
+    if args.autograd_worker_thread:
+        from skorch import NeuralNet
+
+        from sktopk._training import TopKNet
+
+        TopKNet.train_step_single = NeuralNet.train_step_single
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"# bench_fit: {platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
+          + ("; backward in autograd's worker thread" if args.autograd_worker_thread else "")
           + f"; {N_SAMPLES}x{N_FEATURES}, MLP {N_FEATURES}-{HIDDEN}-C, batch {BATCH}, "
           f"median epoch seconds over {args.epochs} epochs (first epoch dropped when >1)\n")
     print("| C | loss | hand loop | sktopk | skorch default | sklearn MLP | sktopk / hand "

@@ -9,6 +9,9 @@ For N = 1024, k = 5, B = 10 and C in {1000, 10000}: the median wall time
 input check, of the kernel with and without its seed draw, of cross-entropy, and
 of a one-kernel baseline; then torch.profiler's table of ten loss calls at
 C = 1000, by host time (the launches and host syncs that make small calls slow).
+First, the backward pass alone of the loss, of cross-entropy, of a mean and of
+a do-nothing Python autograd Function, each with autograd's CUDA worker thread
+(the default) and on the calling thread.
 """
 
 import statistics
@@ -82,9 +85,66 @@ def profile_classes(n_classes, generator):
                                         max_name_column_width=60))
 
 
+class _Identity(torch.autograd.Function):
+    """A Python autograd Function that does nothing: the cost of having one."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def backward_overhead(n_classes, generator):
+    """Time the backward pass alone, with and without the autograd worker thread."""
+    scores = torch.randn(N, n_classes, device="cuda", requires_grad=True)
+    target = torch.randint(0, n_classes, (N,), device="cuda")
+
+    def backward_of(make_loss, threads=True):
+        def run():
+            scores.grad = None
+            loss = make_loss()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            with torch.autograd.set_multithreading_enabled(threads):
+                loss.backward()
+            torch.cuda.synchronize()
+            return time.perf_counter() - start
+        return run
+
+    def median_of(run, repeats=50):
+        for _ in range(5):
+            run()
+        return 1e3 * statistics.median(run() for _ in range(repeats))
+
+    losses = {
+        "top-K hinge": lambda: topk_hinge_loss(scores, target, K, EPSILON, B,
+                                               generator=generator),
+        "cross-entropy": lambda: F.cross_entropy(scores, target),
+        "mean of scores": lambda: scores.mean(),
+        "Python identity Function, then mean": lambda: _Identity.apply(scores).mean(),
+    }
+    print(f"\n## Backward pass alone, C = {n_classes} (ms)\n")
+    print("| loss | worker thread (default) | calling thread |\n|---|---|---|")
+    for name, make_loss in losses.items():
+        print(f"| {name} | {median_of(backward_of(make_loss)):.3f} | "
+              f"{median_of(backward_of(make_loss, threads=False)):.3f} |", flush=True)
+    for threads in (True, False):
+        def whole(threads=threads):
+            scores.grad = None
+            with torch.autograd.set_multithreading_enabled(threads):
+                topk_hinge_loss(scores, target, K, EPSILON, B, generator=generator).backward()
+        print(f"\nwhole loss forward + backward, multithreading_enabled={threads}: "
+              f"{median_ms(whole):.3f} ms", flush=True)
+
+
 def main():
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}")
     generator = torch.Generator(device="cuda").manual_seed(0)
+    for n_classes in (1000, 10000):
+        backward_overhead(n_classes, generator)
     for n_classes in (1000, 10000):
         profile_classes(n_classes, generator)
 
