@@ -271,6 +271,45 @@ def test_model_saved_from_cuda_loads_on_a_cpu_only_machine(data, monkeypatch):
     np.testing.assert_array_equal(restored.predict(X), clf.predict(X))
 
 
+class _RecordsBackwardThreading(torch.nn.Module):
+    """A linear model whose backward pass records whether autograd may use its worker threads."""
+
+    seen = []
+
+    def __init__(self, n_features, n_classes):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_classes)
+
+    def forward(self, x):
+        scores = self.linear(x)
+        if scores.requires_grad:
+            scores.register_hook(lambda grad: self.seen.append(
+                torch._C._is_multithreading_enabled()) or grad)
+        return scores
+
+
+@pytest.mark.parametrize("n_classes", [2, 100, 1000, 4097, 10000, 100000, 10**7])
+def test_fixed_prediction_batches_are_powers_of_two_of_bounded_size(n_classes):
+    from sktopk._classifier import _fixed_predict_rows
+
+    rows = _fixed_predict_rows(n_classes)
+    assert 64 <= rows <= 8192 and rows & (rows - 1) == 0
+    assert rows * n_classes * 4 <= 16 * 2**20 or rows == 64
+    assert rows == 8192 or 2 * rows * n_classes * 4 > 16 * 2**20  # the largest that fits
+
+
+def test_backward_runs_on_the_calling_thread(data):
+    # On a GPU, autograd's worker-thread hand-over costs more than these small
+    # backward passes (benchmarks/RESULTS.md, section 5): the estimators turn it off
+    # for their own steps, and only there.
+    X, y = data
+    _RecordsBackwardThreading.seen = []
+    TopKClassifier(**dict(FAST, k=2, max_epochs=2, module=_RecordsBackwardThreading,
+                          random_state=0)).fit(X, y)
+    assert _RecordsBackwardThreading.seen and not any(_RecordsBackwardThreading.seen)
+    assert torch._C._is_multithreading_enabled()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
 def test_gpu_fit_predict_save_and_load_on_cpu(Estimator, data, monkeypatch):
