@@ -126,7 +126,7 @@ def dense_rows(repeats, k=6, b=10, kernel=False):
     # Unit scores: no column can be skipped, so the kernel's figure is its upper bound.
     dense = _cpu_kernel.kth_largest_perturbed_cpu if kernel else kth_largest_perturbed_torch
     rows = []
-    for n, c in itertools.product((256, 1024), (300, 1000, 3000, 10000)):
+    for n, c in itertools.product((256, 1024), (32, 100, 300, 1000, 3000, 10000)):
         x = _scores("unit", n, c, seed=0)
         gen = torch.Generator().manual_seed(0)
         ms = _median_ms(lambda x=x, gen=gen: dense(x, k, 1.0, b, gen), repeats)
@@ -150,6 +150,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kernel", action="store_true",
                         help="fit the compiled CPU kernel's model instead of the torch one")
+    parser.add_argument("--dense-only", action="store_true",
+                        help="fit the dense path's costs alone (after a change to it only)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.kernel and _cpu_kernel.library() is None:
@@ -157,11 +159,13 @@ def main(argv=None):
     print(f"# calibrate_sampler: {platform.machine()} {platform.processor()}, torch "
           f"{torch.__version__}, 1 thread, {'CPU kernel' if args.kernel else 'torch'} model")
     dense, d_med, d_max = fit(dense_rows(args.repeats, kernel=args.kernel), DENSE_FEATURES)
-    sparse_coef, s_med, s_max = fit(sparse_rows(args.repeats, kernel=args.kernel),
-                                    SPARSE_FEATURES)
     print(f"\ndense fit (relative error median {d_med:.2f}, max {d_max:.2f}):")
     for name, value in dense.items():
         print(f"  {name}: {value:.4g} ns")
+    if args.dense_only:
+        return
+    sparse_coef, s_med, s_max = fit(sparse_rows(args.repeats, kernel=args.kernel),
+                                    SPARSE_FEATURES)
     print(f"sparse fit (relative error median {s_med:.2f}, max {s_max:.2f}):")
     for name, value in sparse_coef.items():
         print(f"  {name}: {value:.4g} ns")

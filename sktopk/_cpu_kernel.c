@@ -115,10 +115,14 @@ static void philox_block(uint64_t seed, const uint32_t *restrict group, uint32_t
     }
 }
 
-/* out[q * lanes + i]: normal of column 4 * group[i] + q, for i < lanes <= LANES.
- * Loops over 2 * lanes with lanes known only at run time: gcc fully unrolls short
- * loops of known length, and unrolled code does not call the vector math. */
-static void normal_lanes(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
+/* out[q * lanes + i]: normal of column 4 * group[i] + q, for i < lanes <= LANES,
+ * lanes a multiple of 8 (each lane's normals depend on its counter alone). Inlined:
+ * the dense path's full blocks call it with lanes = LANES known, the other calls with
+ * lanes known only at run time (gcc fully unrolls short loops of known length, and
+ * unrolled code does not call the vector math; 2 * LANES = 64 iterations stay loops,
+ * and the outputs are the same either way, checked bit for bit). */
+static inline __attribute__((always_inline)) void normal_lanes(
+    uint64_t seed, const uint32_t *restrict group, uint32_t draw,
                          uint64_t row, int lanes, float *restrict out) {
     uint32_t w[4][LANES], first[2 * LANES], second[2 * LANES];
     float radius[2 * LANES], angle[2 * LANES], even[2 * LANES], odd[2 * LANES];
@@ -478,6 +482,54 @@ static inline void NAME(flags16)(const TYPE *p, TYPE bar, uint64_t word[2]) {
     memcpy(word, hit, 16);
 }
 
+/* One block of a draw of the dense path: the normals of `lanes` groups (columns
+ * 4 group[i] + q at slot q * lanes + i; lanes past n_lanes are padding, computed and
+ * never offered), added to their scores, and the values that reach the bar offered.
+ * With `seeds` (the first block of a seeded row), the list starts from the values of
+ * those slots and their columns, and `keep` masks those slots off the offers. */
+static inline __attribute__((always_inline)) void NAME(dense_block)(
+    uint64_t seed, const uint32_t *group, uint32_t draw, uint64_t row, const int lanes,
+    int64_t n_lanes, const TYPE *sorted, int64_t padded, TYPE eps, int64_t C, int64_t k,
+    const int32_t *seeds, const int32_t *seed_col, const unsigned char *keep, TYPE *topv,
+    int32_t *topi, int64_t *filled) {
+    float z[4 * LANES];
+    TYPE p[4 * LANES];
+    normal_lanes(seed, group, draw, row, lanes, z);
+    for (int q = 0; q < 4; q++)
+        for (int i = 0; i < lanes; i++)
+            p[q * lanes + i] = sorted[q * padded + i] + eps * (TYPE)z[q * lanes + i];
+    if (seeds) {
+        TYPE seed_value[MAX_K];
+        for (int64_t r = 0; r < k; r++) seed_value[r] = p[seeds[r]];
+        if (!NAME(fill)(topv, topi, filled, k, seed_value, seed_col))
+            for (int64_t r = 0; r < k; r++)
+                NAME(offer)(topv, topi, filled, k, seed_value[r], seed_col[r]);
+    }
+    const TYPE bar = *filled == k ? topv[k - 1] : LOWEST;
+    int any = 0;
+    for (int j = 0; j < 4 * lanes; j++) any |= p[j] >= bar;
+    if (!any) return;
+    /* The flagged values, 16 at a time against the bar as it rises. */
+    for (int w = 0; w < 4 * lanes; w += 16) {
+        uint64_t word[2];
+        NAME(flags16)(p + w, *filled == k ? topv[k - 1] : LOWEST, word);
+        if (seeds) { /* the seeded values are in already */
+            uint64_t kept[2];
+            memcpy(kept, keep + w, 16);
+            word[0] &= kept[0];
+            word[1] &= kept[1];
+        }
+        for (int half = 0; half < 2; half++)
+            for (; word[half]; word[half] &= word[half] - 1) { /* lowest first */
+                const int j = w + 8 * half + (__builtin_ctzll(word[half]) >> 3);
+                const int q = j / lanes, i = j % lanes;
+                const int64_t col = 4 * (int64_t)group[i] + q;
+                if (i >= n_lanes || col >= C) continue;
+                NAME(offer)(topv, topi, filled, k, p[j], col);
+            }
+    }
+}
+
 /* Rows [row_begin, row_end) of x (N, C) into values (N,) and indices (N, B); k <= MAX_K.
  * Returns 0, or -1 when out of memory. */
 int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d,
@@ -551,38 +603,50 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
          * whose groups cannot reach its running k-th value: they score at most their first
          * group's maximum plus one level width (two, to cover the level's rounding). */
         const int64_t n_used = start[LEVELS];
+        /* The row's k best columns, when all lie in the first block (as they do unless
+         * more than LANES groups tie for the top level): each draw starts its list
+         * from their perturbed values, whose minimum is a bar that the draw's k-th
+         * value cannot fall below, so few other values are offered. Started from an
+         * empty list, the first block offered 16 values and then every value above
+         * a low bar: most of a draw's cost at C <= 128. */
+        const int lanes0 = n_used < LANES ? (int)((n_used + 7) / 8 * 8) : LANES;
+        int32_t seed_slot[MAX_K], seed_col[MAX_K];
+        unsigned char keep[4 * LANES]; /* 0 at the seeded slots of the first block */
+        int seeded = n_used > 0;
+        for (int64_t r = 0; seeded && r < k; r++) {
+            const int64_t g = topi[r] / 4;
+            int found = -1;
+            for (int i = 0; i < lanes0 && i < n_used; i++)
+                if (order[i] == (uint32_t)g) {
+                    found = i;
+                    break;
+                }
+            seeded = found >= 0;
+            seed_slot[r] = (topi[r] % 4) * lanes0 + found;
+            seed_col[r] = topi[r];
+        }
+        memset(keep, 1, sizeof(keep));
+        for (int64_t r = 0; seeded && r < k; r++) keep[seed_slot[r]] = 0;
         double total = 0.0;
         for (int64_t b = 0; b < B; b++) {
             filled = 0;
             for (int64_t s = 0; s < n_used; s += LANES) {
                 if (skip && filled == k && gmax[order[s]] + 2 * width + reach < topv[k - 1]) break;
                 const int64_t n_lanes = n_used - s < LANES ? n_used - s : LANES;
-                float z[4][LANES];
-                TYPE p[4][LANES];
-                /* Lanes past n_lanes read the zeros of the padding: their values are
-                 * computed, never inserted. */
-                normal_block(seed, order + s, (uint32_t)b, (uint64_t)n, z);
-                const TYPE bar = filled == k ? topv[k - 1] : LOWEST;
-                int any = 0;
-                for (int q = 0; q < 4; q++)
-                    for (int i = 0; i < LANES; i++) {
-                        p[q][i] = sorted[q * padded + s + i] + eps * (TYPE)z[q][i];
-                        any |= p[q][i] >= bar;
-                    }
-                if (!any) continue;
-                /* The flagged values, 16 at a time against the bar as it rises. */
-                for (int w = 0; w < 4 * LANES; w += 16) {
-                    uint64_t word[2];
-                    NAME(flags16)(&p[0][0] + w, filled == k ? topv[k - 1] : LOWEST, word);
-                    for (int half = 0; half < 2; half++)
-                        for (; word[half]; word[half] &= word[half] - 1) { /* lowest first */
-                            const int j = w + 8 * half + (__builtin_ctzll(word[half]) >> 3);
-                            const int q = j / LANES, i = j % LANES;
-                            const int64_t col = 4 * (int64_t)order[s + i] + q;
-                            if (i >= n_lanes || col >= C) continue;
-                            NAME(offer)(topv, topi, &filled, k, p[q][i], col);
-                        }
-                }
+                /* A last block of fewer groups draws fewer lanes, a multiple of 8 (the
+                 * vector width; each lane's normals depend on its counter alone). The
+                 * block's code is compiled twice: for full blocks with the lane count
+                 * known, which keeps its slot arithmetic shifts. */
+                const int lanes = n_lanes < LANES ? (int)((n_lanes + 7) / 8 * 8) : LANES;
+                const int32_t *seeds = s == 0 && seeded ? seed_slot : NULL;
+                if (lanes == LANES)
+                    NAME(dense_block)(seed, order + s, (uint32_t)b, (uint64_t)n, LANES, n_lanes,
+                                      sorted + s, padded, eps, C, k, seeds, seed_col, keep,
+                                      topv, topi, &filled);
+                else
+                    NAME(dense_block)(seed, order + s, (uint32_t)b, (uint64_t)n, lanes, n_lanes,
+                                      sorted + s, padded, eps, C, k, seeds, seed_col, keep,
+                                      topv, topi, &filled);
             }
             total += (double)topv[k - 1];
             indices[n * B + b] = topi[k - 1];

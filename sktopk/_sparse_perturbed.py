@@ -67,10 +67,12 @@ _TORCH_COSTS = _Costs(dense_draw=4.6, dense_pair=1530.0, dense_fixed=2.9e5, pool
 # 0.25 ms sparse, which also covers the rule itself (the calibration times the
 # kernel alone; the order statistics, the bisection and the Python around them
 # take 0.2-0.5 ms a call), so that tiny calls stay on the dense path.
-# Median relative error of the fit: 1% dense, 15% sparse (max 47%: one cost per
-# proposal, where a kept one costs several times a rejected one; the rule cannot
-# count the kept ones in advance).
-_KERNEL_COSTS = _Costs(dense_draw=1.60, dense_pair=527.0, dense_fixed=5e4, pool_score=0.42,
+# Median relative error of the fit: 7% dense (max 11%, over C = 32 to 10000; the
+# dense costs were refitted alone after the draws started from the row's best
+# columns, benchmarks/results/calibrate_sampler_kernel_dense_v8.log), 15% sparse
+# (max 47%: one cost per proposal, where a kept one costs several times a rejected
+# one; the rule cannot count the kept ones in advance).
+_KERNEL_COSTS = _Costs(dense_draw=1.74, dense_pair=191.0, dense_fixed=5e4, pool_score=0.42,
                        pool_slot=6.9, candidate=2.50, pair=0.0, group=114.0, proposal=27.8,
                        fixed=2.5e5, margin=0.85)
 # Candidate counts tried, as multiples of k; pool sizes, as multiples of m.

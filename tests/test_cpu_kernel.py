@@ -202,6 +202,31 @@ def test_dense_kernel_float32_with_high_scores_scattered(offset):
 
 
 @needs_kernel
+@pytest.mark.parametrize(("dtype", "k", "crowded"), [
+    (torch.float32, 6, True), (torch.float64, 6, True),
+    (torch.float32, 6, False), (torch.float32, 11, False)])
+def test_dense_kernel_starting_lists_from_the_best_columns(dtype, k, crowded):
+    # Each draw starts its list from the row's k best columns when they all lie in
+    # the first block of 32 groups (of 4 columns) in level order, vector-filled for
+    # float32 and k <= 8; crowded: 40 groups share the top level with the best
+    # column's, which comes last, so the draws start from an empty list instead.
+    x = torch.full((6, 400), 0.5, dtype=torch.float32)
+    x[:, 0:160:4] = 6.0 - 0.001 * torch.arange(40, dtype=torch.float32)
+    if crowded:
+        x[:, -1] = 6.05
+    else:
+        x[:, 0] = 6.05
+    x = x.double()  # exactly the float32 values, for the torch reference
+
+    def kernel(scores, k, epsilon, n_draws, generator):
+        values, indices = _cpu_kernel.kth_largest_perturbed_cpu(scores.to(dtype), k, epsilon,
+                                                                n_draws, generator)
+        return values.double(), indices
+
+    _assert_same_law_as_torch(x, k, 1.0, kernel)
+
+
+@needs_kernel
 def test_sparse_kernel_checks_its_sizes_and_is_reproducible():
     x = _scores("trained", 8, 400, seed=2)
     for m, pool in ((2, 8), (8, 4), (8, 401)):
