@@ -4,14 +4,16 @@
 #
 # Usage, from the repository root of a machine with a CUDA GPU:
 #
-#     bash benchmarks/gpu_session.sh [OUTDIR]      # about 6-7 minutes on an H100/H200
+#     bash benchmarks/gpu_session.sh [OUTDIR]      # about 7 minutes on an H200
 #
 # Steps (logs in OUTDIR, default $OUT or /tmp/sktopk_gpu):
 #   env.log          the card, driver and package versions
 #   tests_cuda.log   the test files with CUDA-only tests (kernel, operator, losses, sparse sampler)
 #   bench_losses.log loss timings on trained-network and cosine scores (auto, dense, sparse, CE)
 #   gpu_check.log    benchmarks/gpu_check.py: the Triton kernel's checks, timings, memory
-#   bench_fit.log    epoch times of the estimators on the GPU
+#   profile.log      benchmarks/profile_cuda_loss.py: where a loss call's time goes
+#   bench_fit.log    epoch times of the estimators on the GPU, backward on the calling thread
+#                    (sktopk's choice) and in autograd's worker thread, alternated
 #   suite.log        the whole test suite with the GPU visible (estimators default to it)
 #
 # Wheels of missing packages (scikit-learn, skorch, pytopk) can be placed in .whl/:
@@ -65,6 +67,9 @@ step bench_losses 110 python3 benchmarks/bench_losses.py --device cuda --regime 
 step bench_losses 60 python3 benchmarks/bench_losses.py --device cuda --regime cosine \
     --classes 1000 10000 --repeats 15
 step gpu_check 170 python3 benchmarks/gpu_check.py --budget-s 90 --repeats 10
-step bench_fit 100 python3 benchmarks/bench_fit.py --device cuda --threads 4 --classes 1000 \
-    --imbalanced --epochs 2
+step profile 60 python3 benchmarks/profile_cuda_loss.py
+for mode in "" --autograd-worker-thread "" --autograd-worker-thread; do
+    step bench_fit 60 python3 benchmarks/bench_fit.py --device cuda --threads 4 --classes 1000 \
+        --sktopk-only --imbalanced --epochs 2 $mode
+done
 step suite 200 python3 -m pytest -q -p no:cacheprovider -n 14 -rfE --timeout 120 tests
