@@ -146,19 +146,13 @@ static inline __attribute__((always_inline)) void normal_lanes(
     memcpy(out + 3 * lanes, odd + lanes, part);
 }
 
-/* z[q][i]: normal of column 4 * group[i] + q, for a whole block of LANES counters. */
-static void normal_block(uint64_t seed, const uint32_t *restrict group, uint32_t draw,
-                         uint64_t row, float z[4][LANES]) {
-    normal_lanes(seed, group, draw, row, LANES, &z[0][0]);
-}
-
 /* Debug/test entry: the normals of columns [0, n) of row `row`, draw `draw`. */
 void sktopk_normals(uint64_t seed, uint64_t row, uint32_t draw, int64_t n, float *out) {
     uint32_t group[LANES];
     float z[4][LANES];
     for (int64_t start = 0; start < n; start += 4 * LANES) {
         for (int i = 0; i < LANES; i++) group[i] = (uint32_t)(start / 4 + i);
-        normal_block(seed, group, draw, row, z);
+        normal_lanes(seed, group, draw, row, LANES, &z[0][0]);
         for (int i = 0; i < LANES; i++)
             for (int q = 0; q < 4; q++) {
                 int64_t col = start + 4 * i + q;
@@ -437,10 +431,10 @@ static inline void NAME(insert)(TYPE *topv, int32_t *topi, int64_t *filled, int6
     topi[pos] = col;
 }
 
-/* Fill an empty top list with (v, col)[0, k): returns how many were taken, k, or 0
- * (nothing done) where there is no vector code for it. Each value's place is the
- * count of the others ranking above it, counted eight at a time; inserting them
- * one by one ended every insertion at a mispredicted branch. */
+/* Fill an empty top list with (v, col)[0, k); returns k. For float lists of at most
+ * 8 entries, each value's place is the count of the others ranking above it,
+ * counted eight at a time: inserting them one by one ended every insertion at a
+ * mispredicted branch. */
 static inline int64_t NAME(fill)(TYPE *topv, int32_t *topi, int64_t *filled, int64_t k,
                                  const TYPE *v, const int32_t *col) {
 #ifdef __AVX2__
@@ -462,8 +456,8 @@ static inline int64_t NAME(fill)(TYPE *topv, int32_t *topi, int64_t *filled, int
         return k;
     }
 #endif
-    (void)topv, (void)topi, (void)filled, (void)k, (void)v, (void)col;
-    return 0;
+    for (int64_t i = 0; i < k; i++) NAME(insert)(topv, topi, filled, k, v[i], col[i]);
+    return k;
 }
 
 /* Offer (v, col) to the top list: it goes in while the list is not full, then
@@ -501,9 +495,7 @@ static inline __attribute__((always_inline)) void NAME(dense_block)(
     if (seeds) {
         TYPE seed_value[MAX_K];
         for (int64_t r = 0; r < k; r++) seed_value[r] = p[seeds[r]];
-        if (!NAME(fill)(topv, topi, filled, k, seed_value, seed_col))
-            for (int64_t r = 0; r < k; r++)
-                NAME(offer)(topv, topi, filled, k, seed_value[r], seed_col[r]);
+        NAME(fill)(topv, topi, filled, k, seed_value, seed_col);
     }
     const TYPE bar = *filled == k ? topv[k - 1] : LOWEST;
     int any = 0;
