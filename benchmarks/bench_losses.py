@@ -397,11 +397,14 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None, 
         _sync(device)
         train_s = time.perf_counter() - start
         c = scores.shape[1]
-        kernel = cpu_kernel_takes(scores, k + 1, "independent")
-        path, sizes = choose_sampler(_subset_top(scores, k + 1), k + 1, eps, b, c, n_rows=n,
-                                     kernel=kernel)
-        if device != "cpu":
-            path = "dense (Triton)" if _triton_dispatch.get_kernel(
+        if device == "cpu":
+            kernel = cpu_kernel_takes(scores, k + 1, "independent")
+            path, sizes = choose_sampler(_subset_top(scores, k + 1), k + 1, eps, b, c, n_rows=n,
+                                         kernel=kernel)
+            label = (f"sparse, m={sizes[0]}, pool={sizes[1]}" if path == "sparse"
+                     else "dense (C kernel)" if kernel else "dense")
+        else:  # "auto" stays dense off the CPU
+            label = "dense (Triton)" if _triton_dispatch.get_kernel(
                 scores, k + 1, eps, b, "independent") else "dense (torch)"
         methods = regime_methods(regime, k, b, counts.tolist(), device)
         if n * c * b > PYTOPK_MAX_ELEMENTS:
@@ -414,8 +417,6 @@ def run_regime(regime, classes, repeats, memory, n=1024, k=5, b=10, cache=None, 
         def ratio(a, bb, ms=ms):
             return f"{ms[a] / ms[bb]:.1f}x" if a in ms and bb in ms else "-"
 
-        label = (f"sparse, m={sizes[0]}, pool={sizes[1]}" if path == "sparse"
-                 else "dense (C kernel)" if kernel else path if device != "cpu" else "dense")
         print(f"| {source} | {c} | {label} | {train_s:.0f} | "
               + " | ".join(cell(name) for name in names)
               + f" | {ratio(main_name, 'cross_entropy')} | {ratio(dense_name, main_name)} | "

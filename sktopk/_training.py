@@ -88,15 +88,18 @@ class TensorData:
 def csr_to_torch(X):
     """A scipy CSR matrix as a float32 torch sparse CSR tensor (shares no memory)."""
     X = X.tocsr()
+    return _sparse_csr(torch.from_numpy(X.indptr.astype(np.int64)),
+                       torch.from_numpy(X.indices.astype(np.int64)),
+                       torch.from_numpy(X.data.astype(np.float32)), X.shape)
+
+
+def _sparse_csr(crow_indices, col_indices, values, shape):
     with warnings.catch_warnings():
         # torch flags its CSR support as beta on first use; the operations used
         # here (matmul with a dense weight and its backward) are covered by tests.
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(X.indptr.astype(np.int64)),
-            torch.from_numpy(X.indices.astype(np.int64)),
-            torch.from_numpy(X.data.astype(np.float32)),
-            size=X.shape, check_invariants=False)
+        return torch.sparse_csr_tensor(crow_indices, col_indices, values, size=tuple(shape),
+                                       check_invariants=False)
 
 
 def _fits_on_device(X, device):
@@ -214,12 +217,9 @@ def pad_rows(features, n_rows):
     missing = n_rows - features.shape[0]
     if features.layout == torch.sparse_csr:
         crow = features.crow_indices()
-        crow = torch.cat([crow, crow[-1:].expand(missing)])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return torch.sparse_csr_tensor(crow, features.col_indices(), features.values(),
-                                           size=(n_rows, features.shape[1]),
-                                           check_invariants=False)
+        return _sparse_csr(torch.cat([crow, crow[-1:].expand(missing)]),
+                           features.col_indices(), features.values(),
+                           (n_rows, features.shape[1]))
     return torch.cat([features, features.new_zeros((missing, *features.shape[1:]))])
 
 
