@@ -40,6 +40,12 @@
 __attribute__((__simd__("notinbranch"))) float logf(float);
 __attribute__((__simd__("notinbranch"))) float cosf(float);
 __attribute__((__simd__("notinbranch"))) float expf(float);
+__attribute__((__simd__("notinbranch"))) double log(double);
+/* The proposals' gaps take their logarithms eight at a time (a vector call). */
+#define GAP_BATCH 8
+#endif
+#ifndef GAP_BATCH
+#define GAP_BATCH 1 /* scalar log: no gain in batching, only logs of unused uniforms */
 #endif
 
 #ifndef LANES
@@ -844,40 +850,195 @@ static void NAME(propose)(const TYPE *score, const int32_t *columns, int64_t len
     if (q < 1.0 && gap <= 1.0 - (double)length * q * (1.0 + 1e-9)) return;
     const double per_log_keep = q < 1.0 ? 1.0 / log1p(-q) : 0.0; /* a product per gap */
     const double half_lowest_squared = 0.5 * lowest * lowest;
+    /* The gaps' uniforms: the one drawn above, then GAP_BATCH at a time from the
+     * stream, their logarithms in one loop (vectorised with libmvec). Proposals are
+     * then handled eight at a time: their positions, one uniform each, and the cheap
+     * rejection test below in a loop without branches; only the few that pass it
+     * (and are not skipped) go on, one by one. Which uniform serves which gap or
+     * test is fixed before any is read, so the gaps stay independent geometric
+     * draws and the tests independent of them; uniforms left unused are dropped. */
+    double log_gap[GAP_BATCH];
+    int next_gap = GAP_BATCH;
+    log_gap[0] = gap;
+    int first = 1, done = 0;
     double position = -1.0;
-    for (;; gap = q < 1.0 ? next_uniform(stream) : 0.0) {
-        if (q < 1.0) position += floor(log(gap) * per_log_keep) + 1.0;
-        else position += 1.0;
-        if (position >= (double)length) return;
-        const int64_t at = (int64_t)position;
-        const int64_t col = columns ? columns[at] : at;
-        if (!columns && skip[at]) continue;
-        const double s = (double)score[at], t = (u - s) / eps, uniform = next_uniform(stream);
-        const double w = uniform * q;
-        double z; /* the accepted member's noise, beyond t */
-        if (t >= 0.0) {
+    while (!done) {
+        int64_t at[8];
+        int n = 0;
+        for (; n < 8; n++) {
+            if (q < 1.0) {
+                if (next_gap == GAP_BATCH) {
+                    for (int i = first; i < GAP_BATCH; i++) log_gap[i] = next_uniform(stream);
+                    for (int i = 0; i < GAP_BATCH; i++) log_gap[i] = log(log_gap[i]);
+                    next_gap = first = 0;
+                }
+                position += floor(log_gap[next_gap++] * per_log_keep) + 1.0;
+            } else {
+                position += 1.0;
+            }
+            if (position >= (double)length) {
+                done = 1;
+                break;
+            }
+            at[n] = (int64_t)position;
+        }
+        double uniform[8], s[8], t[8];
+        for (int i = 0; i < n; i++) uniform[i] = next_uniform(stream);
+        unsigned open = 0;
+        for (int i = 0; i < n; i++) {
+            s[i] = (double)score[at[i]];
+            t[i] = (u - s[i]) / eps;
             /* Most proposals fall far below u: reject them without exp. Mills' ratio
              * decreases and q >= Q(lowest), so Q(t) / q <= phi(t) / phi(lowest) =
              * exp(-x), x = (t^2 - lowest^2) / 2, and exp(-x) <= 1 / (1 + x + x^2 / 2)
              * for x >= 0: what this rejects, the exact test below rejects too. */
-            const double x = 0.5 * t * t - half_lowest_squared;
-            if (x > 0.0 && uniform * (1.0 + x * (1.0 + 0.5 * x)) >= 1.0 + 1e-9) continue;
-            /* Kept when w < Q(t): decided by the bounds on Q, or by erfc between them. */
-            const double density = normal_density(t);
-            if (w >= upper_tail_bound(t, density)) continue;
-            if (w >= lower_tail_bound(t, density) && w >= upper_tail(t)) continue;
-            z = normal_beyond(t, stream);
-        } else {
-            const double p = upper_tail(t);
-            if (w >= p) continue;
-            /* W p can underflow to 0 for p near the smallest double: keep it positive. */
-            double tail = next_uniform(stream) * p;
-            tail = tail > DBL_MIN ? tail : DBL_MIN;
-            z = upper_quantile(tail);
+            const double x = 0.5 * t[i] * t[i] - half_lowest_squared;
+            const int rejected = (t[i] >= 0.0) & (x > 0.0) &
+                                 (uniform[i] * (1.0 + x * (1.0 + 0.5 * x)) >= 1.0 + 1e-9);
+            const int skipped = columns ? 0 : skip[at[i]];
+            open |= (unsigned)(!(rejected | skipped)) << i;
         }
-        /* Above u, but maybe not above the k-th value of the list as it is now. */
-        NAME(offer)(topv, topi, filled, k, (TYPE)(s + eps * z), col);
+        for (; open; open &= open - 1) {
+            const int i = __builtin_ctz(open);
+            const double w = uniform[i] * q;
+            double z; /* the accepted member's noise, beyond t */
+            if (t[i] >= 0.0) {
+                /* Kept when w < Q(t): decided by the bounds on Q, or by erfc between them. */
+                const double density = normal_density(t[i]);
+                if (w >= upper_tail_bound(t[i], density)) continue;
+                if (w >= lower_tail_bound(t[i], density) && w >= upper_tail(t[i])) continue;
+                z = normal_beyond(t[i], stream);
+            } else {
+                const double p = upper_tail(t[i]);
+                if (w >= p) continue;
+                /* W p can underflow to 0 for p near the smallest double: keep it positive. */
+                double tail = next_uniform(stream) * p;
+                tail = tail > DBL_MIN ? tail : DBL_MIN;
+                z = upper_quantile(tail);
+            }
+            /* Above u, but maybe not above the k-th value of the list as it is now. */
+            NAME(offer)(topv, topi, filled, k, (TYPE)(s[i] + eps * z),
+                        columns ? columns[at[i]] : (int32_t)at[i]);
+        }
     }
+}
+
+/* How many of v[0, n) are at or above t (a flat loop that vectorises). */
+static inline int64_t NAME(count_at_or_above)(const TYPE *v, int64_t n, TYPE t) {
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; i++) count += v[i] >= t;
+    return count;
+}
+
+/* A threshold t with lo <= count(v[0, n) >= t) <= hi into *out; returns 0 when none
+ * is found in a few steps (ties, or values bunched in a way interpolation misses),
+ * and the caller then selects. Needs lo <= n. Each step counts the values at or
+ * above a guess: an interpolation between the two bracketing guesses, every other
+ * step their midpoint (so a bad interpolation costs at most one step). Selecting
+ * by counts takes a few vector passes, where quickselect on a short array spends
+ * most of its time in mispredicted branches. */
+static int NAME(threshold_between)(const TYPE *v, int64_t n, int64_t lo, int64_t hi,
+                                   TYPE *out) {
+    TYPE low_lane[8], high_lane[8];
+    for (int l = 0; l < 8; l++) low_lane[l] = high_lane[l] = v[0];
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) /* eight running extremes: one would not vectorise */
+        for (int l = 0; l < 8; l++) {
+            low_lane[l] = v[i + l] < low_lane[l] ? v[i + l] : low_lane[l];
+            high_lane[l] = v[i + l] > high_lane[l] ? v[i + l] : high_lane[l];
+        }
+    for (; i < n; i++) {
+        low_lane[0] = v[i] < low_lane[0] ? v[i] : low_lane[0];
+        high_lane[0] = v[i] > high_lane[0] ? v[i] : high_lane[0];
+    }
+    TYPE low = low_lane[0], high = high_lane[0];
+    for (int l = 1; l < 8; l++) {
+        low = low_lane[l] < low ? low_lane[l] : low;
+        high = high_lane[l] > high ? high_lane[l] : high;
+    }
+    /* count(>= low) = n > hi (else low itself is an answer), count(>= high) < lo. */
+    if (n <= hi) {
+        *out = low;
+        return 1;
+    }
+    int64_t count_low = n, count_high = NAME(count_at_or_above)(v, n, high);
+    if (count_high >= lo) {
+        *out = high;
+        return count_high <= hi;
+    }
+    const double target = 0.5 * ((double)lo + (double)hi);
+    for (int step = 0; step < 12; step++) {
+        TYPE guess;
+        if (step % 2 == 0)
+            guess = (TYPE)((double)low + ((double)high - (double)low) *
+                                             (((double)count_low - target) /
+                                              (double)(count_low - count_high)));
+        else
+            guess = (TYPE)(0.5 * ((double)low + (double)high));
+        if (!(guess > low && guess < high)) return 0; /* adjacent values, or NaN */
+        const int64_t count = NAME(count_at_or_above)(v, n, guess);
+        if (count >= lo && count <= hi) {
+            *out = guess;
+            return 1;
+        }
+        if (count > hi) {
+            low = guess;
+            count_low = count;
+        } else {
+            high = guess;
+            count_high = count;
+        }
+    }
+    return 0;
+}
+
+/* Keep the entries of (v, ix)[0, n) at or above cut, in order, at the front; returns
+ * their count. The others are dropped. In place: a vector written at the kept count
+ * (never past the entries read so far) holds the kept entries first. */
+static int64_t NAME(keep_at_or_above)(TYPE *v, int32_t *ix, int64_t n, TYPE cut) {
+    int64_t kept = 0, i = 0;
+#ifdef __AVX2__
+    if (sizeof(TYPE) == 4) {
+        const uint32_t (*pack)[8] = pack_table();
+        const __m256 bar = _mm256_set1_ps((float)cut);
+        for (; i + 8 <= n; i += 8) {
+            const __m256 x = _mm256_loadu_ps((const float *)v + i);
+            const __m256i c = _mm256_loadu_si256((const __m256i *)(ix + i));
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(x, bar, _CMP_GE_OQ));
+            const __m256i order = _mm256_loadu_si256((const __m256i *)pack[mask]);
+            _mm256_storeu_ps((float *)v + kept, _mm256_permutevar8x32_ps(x, order));
+            _mm256_storeu_si256((__m256i *)(ix + kept), _mm256_permutevar8x32_epi32(c, order));
+            kept += __builtin_popcount((unsigned)mask);
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        const TYPE value = v[i];
+        const int32_t column = ix[i];
+        v[kept] = value;
+        ix[kept] = column;
+        kept += value >= cut;
+    }
+    return kept;
+}
+
+/* The largest of the entries of v[0, n) below cut, and of `start`. */
+static inline TYPE NAME(max_below)(const TYPE *v, int64_t n, TYPE cut, TYPE start) {
+    TYPE lane[8];
+    for (int l = 0; l < 8; l++) lane[l] = start;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            const TYPE below = v[i + l] < cut ? v[i + l] : start;
+            lane[l] = below > lane[l] ? below : lane[l];
+        }
+    for (; i < n; i++) {
+        const TYPE below = v[i] < cut ? v[i] : start;
+        lane[0] = below > lane[0] ? below : lane[0];
+    }
+    TYPE best = lane[0];
+    for (int l = 1; l < 8; l++) best = lane[l] > best ? lane[l] : best;
+    return best;
 }
 
 /* The exact sparse path: rows [row_begin, row_end), m candidates, a sorted pool
@@ -910,13 +1071,20 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         const TYPE *row = x + n * C;
         int64_t count = 0;
         TYPE bound = LOWEST; /* every column left out of v scores below it */
+        /* This row's candidates and pool: m and pool, or (without tiers) the columns
+         * at or above a threshold, between m - m / 8 and m of them. The method is
+         * exact with any candidate set, given the highest score outside it. */
+        int64_t cand = m, kept = pool;
+        int found = 0;
+        TYPE outside; /* every column outside the pool scores at most this */
         /* Groups of `width` columns (8, else 4 or 2 when the pool is too large for
          * that many groups): columns g, g + G, ..., g + (width - 1) G, G = C / width,
          * and the last C - width G alone, a layout that vectorises. */
         const int64_t width = pool < C / 8 ? 8 : pool < C / 4 ? 4 : pool < C / 2 ? 2 : 1;
         if (width > 1) {
-            /* A lower bound of the pool-th largest score: the pool-th largest of the
-             * groups' maxima; only the scores at or above it go on to the selection. */
+            /* A lower bound of the pool-th largest score: a value that pool or more
+             * groups' maxima reach (each is a column of its own); only the scores at
+             * or above it go on to the selection. */
             const int64_t stride = C / width, rest = C - width * stride;
             const int64_t n_groups = stride + rest;
             for (int64_t g = 0; g < stride; g++) group_max[g] = row[g];
@@ -925,11 +1093,21 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                     group_max[g] = row[j * stride + g] > group_max[g] ? row[j * stride + g]
                                                                       : group_max[g];
             for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[width * stride + j];
-            memcpy(v, group_max, sizeof(TYPE) * n_groups);
-            NAME(select_top)(v, NULL, n_groups, pool); /* pool < stride <= n_groups */
-            const TYPE tau = v[pool - 1];
+            TYPE tau;
+            if (!NAME(threshold_between)(group_max, n_groups, pool, pool + pool / 8, &tau)) {
+                memcpy(v, group_max, sizeof(TYPE) * n_groups);
+                NAME(select_top)(v, NULL, n_groups, pool); /* pool < stride <= n_groups */
+                tau = v[pool - 1];
+            }
             count = NAME(at_or_above)(row, C, tau, v, ix);
             bound = tau;
+            TYPE cut;
+            const int64_t fewest = m - m / 32 > k ? m - m / 32 : k;
+            if (pool == m && NAME(threshold_between)(v, count, fewest, m, &cut)) {
+                outside = NAME(max_below)(v, count, cut, bound);
+                cand = kept = NAME(keep_at_or_above)(v, ix, count, cut);
+                found = 1;
+            }
         } else {
             for (int64_t c = 0; c < C; c++) {
                 v[c] = row[c];
@@ -937,15 +1115,16 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             }
             count = C;
         }
-        NAME(select_top)(v, ix, count, pool);
-        /* Every column outside the pool scores at most `outside`. */
-        const TYPE outside = NAME(max_of)(v + pool, count - pool, bound);
+        if (!found) {
+            NAME(select_top)(v, ix, count, pool);
+            outside = NAME(max_of)(v + kept, count - kept, bound);
+        }
         TYPE tier_top[64];
         NAME(segment_tops)(v, ix, edge, n_edges, tier_top);
-        NAME(select_top)(v, ix, m, k); /* the k best first: the draws' bar starts high */
-        const int has_outside = pool < C;
+        NAME(select_top)(v, ix, cand, k); /* the k best first: the draws' bar starts high */
+        const int has_outside = kept < C;
         if (has_outside)
-            for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 1;
+            for (int64_t j = 0; j < kept; j++) in_pool[ix[j]] = 1;
         double total = 0.0;
         for (int64_t b = 0; b < B; b++) {
             int64_t filled = 0;
@@ -956,11 +1135,11 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
              * row), so once they are in, most other candidates fall below the bar: a
              * vector compare per 16 slots, against the bar as it rises, finds the few
              * to offer. */
-            for (int64_t s = 0; s < m; s += 4 * LANES) {
+            for (int64_t s = 0; s < cand; s += 4 * LANES) {
                 uint32_t group[LANES];
                 float z[4 * LANES];
                 TYPE p[4 * LANES + 16];
-                const int64_t n_slots = m - s < 4 * LANES ? m - s : 4 * LANES;
+                const int64_t n_slots = cand - s < 4 * LANES ? cand - s : 4 * LANES;
                 const int lanes = (int)((n_slots + 31) / 32 * 8);
                 for (int i = 0; i < lanes; i++) group[i] = (uint32_t)(s / 4 + i);
                 normal_lanes(seed, group, (uint32_t)b, tagged, lanes, z);
@@ -997,7 +1176,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             indices[n * B + b] = topi[k - 1];
         }
         if (has_outside)
-            for (int64_t j = 0; j < pool; j++) in_pool[ix[j]] = 0;
+            for (int64_t j = 0; j < kept; j++) in_pool[ix[j]] = 0;
         values[n] = (TYPE)(total / (double)B);
     }
     free(v);

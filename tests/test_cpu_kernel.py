@@ -194,6 +194,36 @@ def test_sparse_kernel_float32_with_high_scores_scattered(k, m, pool, offset):
     _assert_same_law_as_torch(_scattered_float32(offset), k, 1.0, sparse)
 
 
+def _tied_at_the_candidate_boundary(dtype):
+    # 40 distinct high scores, 100 columns tied at 0 and 60 at -0.5: no threshold
+    # leaves between 90 and 96 columns at or above it (the candidate count without
+    # tiers), so the kernel falls back to selecting, and some zeros stay outside the
+    # candidates, above the first bound. A fourth row has no ties: there a threshold
+    # is found.
+    gen = torch.Generator().manual_seed(3)
+    x = torch.full((4, 1000), -3.0, dtype=torch.float64)
+    for row in range(4):
+        columns = torch.randperm(1000, generator=gen)
+        x[row, columns[:40]] = torch.linspace(2.0, 0.2, 40, dtype=torch.float64)
+        x[row, columns[40:140]] = 0.0
+        x[row, columns[140:200]] = -0.5
+    x[3] = torch.randn(1000, generator=gen, dtype=torch.float64)
+    return x.to(dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_kernel_candidates_by_threshold_or_by_selection(dtype):
+    # Without tiers the kernel takes as candidates the columns at or above a
+    # threshold (m - m / 16 to m of them), found by counting; ties at the boundary
+    # make the search fail and the selection run instead. Both keep the law.
+    def sparse(x, k, epsilon, n_draws, generator):
+        return _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_draws, generator,
+                                                            m=96, pool=96)
+
+    _assert_same_law_as_torch(_tied_at_the_candidate_boundary(dtype), 6, 1.0, sparse)
+
+
 @needs_kernel
 @pytest.mark.parametrize("offset", [0.0, -10.0])
 def test_dense_kernel_float32_with_high_scores_scattered(offset):
