@@ -53,6 +53,7 @@ __attribute__((__simd__("notinbranch"))) double log(double);
 #endif
 #define LEVELS 32           /* score levels of a row's groups */
 #define MAX_K 64            /* longer top lists go to the torch path */
+#define NON_FINITE (-2) /* returned when a row holds NaN or an infinity */
 /* Largest |Z|: sqrt(-2 log(2^-25)) = 5.887 for the smallest 24-bit uniform, rounded up. */
 #define ZMAX 5.9f
 
@@ -397,6 +398,15 @@ static const uint32_t (*pack_table(void))[8] {
 
 #else /* SKTOPK_TYPED_PART: TYPE, SUFFIX and LOWEST are defined */
 
+/* Whether row[0, C) holds NaN or an infinity (x - x is 0 only for finite x): the
+ * kernels check their rows themselves (returning NON_FINITE), so that the loss
+ * does not read the scores once more for that. A flat loop that vectorises. */
+static inline int NAME(has_non_finite)(const TYPE *row, int64_t C) {
+    int64_t bad = 0;
+    for (int64_t c = 0; c < C; c++) bad += !(row[c] - row[c] == (TYPE)0);
+    return bad != 0;
+}
+
 /* Insert (v, col) into the top list, sorted by value then lower column first. A
  * full list loses its last entry: only offer (below) calls it, with what ranks above. */
 static inline void NAME(insert)(TYPE *topv, int32_t *topi, int64_t *filled, int64_t k,
@@ -529,7 +539,7 @@ static inline __attribute__((always_inline)) void NAME(dense_block)(
 }
 
 /* Rows [row_begin, row_end) of x (N, C) into values (N,) and indices (N, B); k <= MAX_K.
- * Returns 0, or -1 when out of memory. */
+ * Returns 0, -1 when out of memory, or NON_FINITE when a row holds NaN or an infinity. */
 int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d,
                                   int64_t B, uint64_t seed, int64_t row_begin, int64_t row_end,
                                   int skip, TYPE *values, int64_t *indices) {
@@ -545,8 +555,13 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
         free(order);
         return -1;
     }
+    int status = 0;
     for (int64_t n = row_begin; n < row_end; n++) {
         const TYPE *row = x + n * C;
+        if (NAME(has_non_finite)(row, C)) {
+            status = NON_FINITE;
+            break;
+        }
         TYPE topv[MAX_K] = {0};
         int32_t topi[MAX_K] = {0};
         int64_t filled = 0;
@@ -656,7 +671,7 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
     free(planar);
     free(sorted);
     free(order);
-    return 0;
+    return status;
 }
 
 
@@ -1044,7 +1059,8 @@ static inline TYPE NAME(max_below)(const TYPE *v, int64_t n, TYPE cut, TYPE star
 /* The exact sparse path: rows [row_begin, row_end), m candidates, a sorted pool
  * of `pool` slots split in tiers [m, 2m), [2m, 4m), ..., and the rest of the
  * row as the last group (see sktopk._sparse_perturbed for the method and its
- * proof; k <= m <= pool <= C). Returns 0, or -1 when out of memory. */
+ * proof; k <= m <= pool <= C). Returns 0, -1 when out of memory, or NON_FINITE when a
+ * row holds NaN or an infinity. */
 int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, double eps,
                                       int64_t B, uint64_t seed, int64_t row_begin,
                                       int64_t row_end, int64_t m, int64_t pool, TYPE *values,
@@ -1067,8 +1083,13 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
     int64_t edge[64], n_edges = 0;
     for (int64_t e = m; e < pool && n_edges < 62; e *= 2) edge[n_edges++] = e;
     edge[n_edges++] = pool;
+    int status = 0;
     for (int64_t n = row_begin; n < row_end; n++) {
         const TYPE *row = x + n * C;
+        if (NAME(has_non_finite)(row, C)) {
+            status = NON_FINITE;
+            break;
+        }
         int64_t count = 0;
         TYPE bound = LOWEST; /* every column left out of v scores below it */
         /* This row's candidates and pool: m and pool, or (without tiers) the columns
@@ -1183,7 +1204,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
     free(group_max);
     free(ix);
     free(in_pool);
-    return 0;
+    return status;
 }
 
 #endif /* SKTOPK_TYPED_PART */

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from ._validation import non_finite_error
+
 #: Longest top list the kernel keeps (k + 1 of the loss); longer ones use torch.
 MAX_K = 64
 #: Largest |Z| the kernel's noise can take (24-bit uniforms, Box-Muller).
@@ -48,6 +50,9 @@ _FLAG_SETS = (
 # Draws (rows x columns x B) per task at least, when a call is split across
 # threads: enough work that the pool's overhead (tens of microseconds) does not show.
 _MIN_DRAWS_PER_TASK = 2_000_000
+# What the sampling functions return for rows holding NaN or an infinity (they
+# check the rows they read, so the losses need not read the scores once more).
+_NON_FINITE = -2
 
 _lock = threading.Lock()
 _library = None
@@ -259,7 +264,10 @@ def _run_by_rows(x, n_perturbations, call):
 
     def run(begin, end):
         # ctypes releases the GIL for the call, so blocks run in parallel.
-        if call(begin, end, values.data_ptr(), indices.data_ptr()) != 0:
+        status = call(begin, end, values.data_ptr(), indices.data_ptr())
+        if status == _NON_FINITE:
+            raise non_finite_error("scores")
+        if status != 0:
             raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
 
     draws = n_rows * n_columns * n_perturbations
@@ -303,7 +311,8 @@ def kth_largest_perturbed_cpu(x, k, epsilon, n_perturbations, generator=None,
     Parameters
     ----------
     x : torch.Tensor of shape (N, C), float32 or float64, on CPU
-        Scores, already validated (finite) and detached.
+        Scores, detached. Rows holding NaN or an infinity raise the losses'
+        ValueError (the kernel checks each row it reads).
     k, epsilon, n_perturbations, generator, noise
         As in :func:`sktopk._perturbed.kth_largest_perturbed_torch`; ``noise``
         must be "independent" and ``k <= MAX_K``.

@@ -23,7 +23,12 @@ from torch import nn
 from . import _cpu_kernel, _memory, _triton_dispatch
 from ._sampler_plan import sampler_of
 from ._sparse_perturbed import check_sampler, sample_sparse_or_none
-from ._validation import check_finite, check_non_negative_float, check_positive_int
+from ._validation import (
+    check_finite,
+    check_non_negative_float,
+    check_positive_int,
+    check_scores_finite,
+)
 
 NOISE_MODES = ("independent", "shared")
 
@@ -122,16 +127,31 @@ def _kth_largest_perturbed(x, k, epsilon, n_perturbations, generator, noise, sam
     return _kth_largest_dense(x, k, epsilon, n_perturbations, generator, noise)
 
 
+def _scores_checked_by_kernel(x, k, epsilon, noise):
+    """Whether the compiled CPU kernel takes the call, and so checks that ``x`` is finite.
+
+    Mirrors :func:`_kth_largest_perturbed`: with epsilon > 0 and no Triton backend
+    forced, a call the kernel supports goes to it, on the dense or the sparse path.
+    """
+    return (epsilon != 0.0 and _triton_dispatch.current_backend() != "triton"
+            and _triton_dispatch.cpu_kernel_takes(x, k, noise))
+
+
 class _PerturbedKthLargest(torch.autograd.Function):
     """Autograd wrapper: keeps the (N, B) winning indices, not the noise.
 
     With ``target`` (N,) int64, returns ``T_k(x) - x[i, target[i]]`` instead, and
     the backward writes both terms into ONE (N, C) gradient: the hinge losses
-    use this to save the score-sized passes of a separate gather.
+    use this to save the score-sized passes of a separate gather. With
+    ``check_scores``, non-finite scores raise a ValueError: in the compiled CPU
+    kernel, which reads every score anyway, else with one sum here.
     """
 
     @staticmethod
-    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise, sampler, target=None):
+    def forward(ctx, x, k, epsilon, n_perturbations, generator, noise, sampler, target=None,
+                check_scores=False):
+        if check_scores and not _scores_checked_by_kernel(x, k, epsilon, noise):
+            check_scores_finite(x)
         values, indices = _kth_largest_perturbed(
             x.detach(), k, epsilon, n_perturbations, generator, noise, sampler
         )
@@ -154,7 +174,7 @@ class _PerturbedKthLargest(torch.autograd.Function):
         if ctx.has_target:
             target = ctx.saved_tensors[1]
             grad_x.scatter_add_(1, target.unsqueeze(1), -grad_values.unsqueeze(1).to(grad_x.dtype))
-        return grad_x, None, None, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None, None, None
 
 
 def check_noise(noise):

@@ -43,9 +43,10 @@ def _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise,
     # scores were validated by the caller: skip perturbed_topk's own data checks.
     _, epsilon, n_perturbations = check_perturbation_params(
         k + 1, epsilon, n_perturbations, noise, scores.shape[1], sampler=sampler)
-    # One autograd node for both terms: a single (N, C) gradient in the backward.
+    # One autograd node for both terms: a single (N, C) gradient in the backward. It
+    # also checks that the scores are finite (check_loss_inputs left that to it).
     return _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise,
-                                      sampler, target)
+                                      sampler, target, True)
 
 
 def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight=None,
@@ -96,7 +97,7 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
     tensor([0., 3.])
     """
     check_reduction(reduction)
-    target, weight = check_loss_inputs(scores, target, weight)
+    target, weight = check_loss_inputs(scores, target, weight, check_scores=False)
     k = _check_k(k, scores.shape[1])
     margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise,
                            sampler)
@@ -106,7 +107,7 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
 def _imbalanced_from_margins(scores, target, margins, k, scale, epsilon, n_perturbations,
                              weight, reduction, generator, noise, sampler):
     check_reduction(reduction)
-    target, weight = check_loss_inputs(scores, target, weight)
+    target, weight = check_loss_inputs(scores, target, weight, check_scores=False)
     k = _check_k(k, scores.shape[1])
     if margins.shape[0] != scores.shape[1]:
         raise ValueError(

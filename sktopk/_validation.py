@@ -58,6 +58,14 @@ def check_reduction(reduction):
     return reduction
 
 
+def non_finite_error(name):
+    """The ValueError for NaN or infinite values in ``name`` (also raised by the CPU kernel)."""
+    return ValueError(
+        f"{name} contains NaN or infinite values. If they come from a network in "
+        "training, the optimisation diverged: lower the learning rate."
+    )
+
+
 def check_finite(tensor, name):
     """Raise a ValueError if ``tensor`` holds NaN or infinite values."""
     if not _data_checks_allowed() or tensor.numel() == 0:
@@ -65,13 +73,20 @@ def check_finite(tensor, name):
     # One reduction pass, no boolean copy: min and max propagate NaN and inf.
     low, high = torch.aminmax(tensor)
     if not bool(torch.isfinite(low) & torch.isfinite(high)):
-        raise ValueError(
-            f"{name} contains NaN or infinite values. If they come from a network in "
-            "training, the optimisation diverged: lower the learning rate."
-        )
+        raise non_finite_error(name)
 
 
-def check_loss_inputs(scores, target, weight=None):
+def check_scores_finite(scores):
+    """Raise a ValueError if ``scores`` hold NaN or infinite values (one sum, one host sync)."""
+    if not _data_checks_allowed() or scores.numel() == 0:
+        return
+    # The sum is finite when every score is, and costs less than min and max; only
+    # a non-finite sum (NaN, inf, or an overflow of finite scores) needs a second look.
+    if not math.isfinite(scores.detach().sum().item()):
+        check_finite(scores.detach(), "scores")
+
+
+def check_loss_inputs(scores, target, weight=None, check_scores=True):
     """Validate a ``(scores, target[, weight])`` triple for a classification loss.
 
     Parameters
@@ -83,6 +98,10 @@ def check_loss_inputs(scores, target, weight=None):
         ``torch.int32``...). Float, complex and bool targets are refused.
     weight : torch.Tensor or array-like of shape (N,), optional
         Non-negative per-sample weights.
+    check_scores : bool, default=True
+        Whether to check that the scores are finite here. The top-K hinge losses
+        pass False and check them where they are read (see
+        :func:`sktopk._perturbed._scores_checked_by_kernel`).
 
     Returns
     -------
@@ -92,11 +111,11 @@ def check_loss_inputs(scores, target, weight=None):
     weight : torch.Tensor of shape (N,) or None
         The weights in the dtype and on the device of ``scores``.
     """
-    weight = _check_scores_target(scores, target, weight)
+    weight = _check_scores_target(scores, target, weight, check_scores)
     return target.long(), weight
 
 
-def _check_scores_target(scores, target, weight):
+def _check_scores_target(scores, target, weight, check_scores):
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"scores must be a torch.Tensor, got {type(scores).__name__}.")
     if not isinstance(target, torch.Tensor):
@@ -141,7 +160,8 @@ def _check_scores_target(scores, target, weight):
         # than min and max; only a non-finite sum (NaN, inf, or an overflow of
         # finite scores) needs a second look.
         parts = [torch.stack(torch.aminmax(target)).to(dtype),
-                 scores.detach().sum().reshape(1).to(dtype)]
+                 (scores.detach().sum() if check_scores else scores.new_zeros(())).reshape(1)
+                 .to(dtype)]
         if weight is not None:
             parts.append(torch.stack(torch.aminmax(weight.detach())).to(dtype))
         bounds = torch.cat(parts).tolist()

@@ -529,6 +529,54 @@ def test_direct_calls_check_k_against_the_row():
         _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, 0, 1.0, 2, m=0, pool=4)
 
 
+def _kernel_calls():
+    return {
+        "dense": lambda x: _cpu_kernel.kth_largest_perturbed_cpu(x, 6, 1.0, 3),
+        "sparse": lambda x: _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, 6, 1.0, 3, m=24,
+                                                                         pool=24),
+        "sparse, tiers": lambda x: _cpu_kernel.kth_largest_perturbed_sparse_cpu(
+            x, 6, 1.0, 3, m=12, pool=96),
+    }
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("path", list(_kernel_calls()))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_kernel_refuses_non_finite_scores(dtype, path, bad, monkeypatch):
+    # The hinge losses leave the finiteness check to the kernel, which reads every
+    # score: a non-finite one in any row, also in a block run on another thread,
+    # raises the losses' error.
+    monkeypatch.setattr(_cpu_kernel, "_MIN_DRAWS_PER_TASK", 1)
+    call = _kernel_calls()[path]
+    x = _scores("trained", 40, 300, seed=4).to(dtype)
+    call(x)  # finite: no error
+    for row, column in ((0, 0), (39, 299), (23, 150)):
+        y = x.clone()
+        y[row, column] = bad
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)  # two row blocks, on two threads
+        try:
+            with pytest.raises(ValueError, match="scores contains NaN or infinite values"):
+                call(y)
+        finally:
+            torch.set_num_threads(threads)
+
+
+@needs_kernel
+@pytest.mark.parametrize("backend", ["auto", "torch", "dense", "sparse", "cpu_kernel"])
+@pytest.mark.parametrize("epsilon", [0.0, 1.0])
+def test_hinge_loss_refuses_non_finite_scores_on_every_path(backend, epsilon):
+    # The loss checks the scores itself only where the kernel does not read them
+    # (the torch paths, epsilon = 0).
+    x = _scores("trained", 8, 300, seed=6).float()
+    target = torch.arange(8)
+    topk_hinge_loss(x, target, k=5, epsilon=epsilon)
+    x[5, 7] = float("nan")
+    with use_backend(backend), pytest.raises(ValueError, match="scores contains NaN"):
+        topk_hinge_loss(x, target, k=5, epsilon=epsilon)
+
+
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("n_columns", "distinct"), [(7, None), (1000, None), (10000, None),
