@@ -398,13 +398,14 @@ static const uint32_t (*pack_table(void))[8] {
 
 #else /* SKTOPK_TYPED_PART: TYPE, SUFFIX and LOWEST are defined */
 
-/* Whether row[0, C) holds NaN or an infinity (x - x is 0 only for finite x): the
- * kernels check their rows themselves (returning NON_FINITE), so that the loss
- * does not read the scores once more for that. A flat loop that vectorises. */
+/* Whether row[0, C) holds NaN or an infinity (x - x is 0 only for finite x). The
+ * kernels check each row after their first pass over it (which NaN cannot derail),
+ * and return NON_FINITE: the losses then need not read the scores for that. A flat
+ * loop that vectorises, on a row already in cache. */
 static inline int NAME(has_non_finite)(const TYPE *row, int64_t C) {
-    int64_t bad = 0;
-    for (int64_t c = 0; c < C; c++) bad += !(row[c] - row[c] == (TYPE)0);
-    return bad != 0;
+    int bad = 0;
+    for (int64_t c = 0; c < C; c++) bad |= !(row[c] - row[c] == (TYPE)0);
+    return bad;
 }
 
 /* Insert (v, col) into the top list, sorted by value then lower column first. A
@@ -558,16 +559,13 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
     int status = 0;
     for (int64_t n = row_begin; n < row_end; n++) {
         const TYPE *row = x + n * C;
-        if (NAME(has_non_finite)(row, C)) {
-            status = NON_FINITE;
-            break;
-        }
         TYPE topv[MAX_K] = {0};
         int32_t topi[MAX_K] = {0};
         int64_t filled = 0;
         /* The row de-interleaved by position in its group (planar[q * padded + g] is
          * column 4g + q; missing columns get the lowest value), the groups' maxima, and
-         * the row's k largest scores. */
+         * the row's k largest scores; then the row is checked to be finite (while it
+         * is in cache, so that the loss need not read it again). */
         for (int64_t g = 0; g < n_groups; g++) {
             TYPE m = LOWEST;
             for (int q = 0; q < 4; q++) {
@@ -576,6 +574,10 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
                 m = v > m ? v : m;
             }
             gmax[g] = m;
+        }
+        if (NAME(has_non_finite)(row, C)) {
+            status = NON_FINITE;
+            break;
         }
         for (int64_t c = 0; c < C; c++) NAME(offer)(topv, topi, &filled, k, row[c], c);
         /* Groups no draw can use: their maximum lifted by eps ZMAX still rounds below
@@ -1086,10 +1088,6 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
     int status = 0;
     for (int64_t n = row_begin; n < row_end; n++) {
         const TYPE *row = x + n * C;
-        if (NAME(has_non_finite)(row, C)) {
-            status = NON_FINITE;
-            break;
-        }
         int64_t count = 0;
         TYPE bound = LOWEST; /* every column left out of v scores below it */
         /* This row's candidates and pool: m and pool, or (without tiers) the columns
@@ -1114,6 +1112,12 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                     group_max[g] = row[j * stride + g] > group_max[g] ? row[j * stride + g]
                                                                       : group_max[g];
             for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[width * stride + j];
+            /* The row is finite (checked here, now that it is in cache, so that the loss
+             * need not read it again; NaN never won a maximum above). */
+            if (NAME(has_non_finite)(row, C)) {
+                status = NON_FINITE;
+                break;
+            }
             TYPE tau;
             if (!NAME(threshold_between)(group_max, n_groups, pool, pool + pool / 8, &tau)) {
                 memcpy(v, group_max, sizeof(TYPE) * n_groups);
@@ -1133,6 +1137,10 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
             for (int64_t c = 0; c < C; c++) {
                 v[c] = row[c];
                 ix[c] = (int32_t)c;
+            }
+            if (NAME(has_non_finite)(row, C)) {
+                status = NON_FINITE;
+                break;
             }
             count = C;
         }
