@@ -132,6 +132,15 @@ def _declare(library):
                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
                              ctypes.c_void_p]
         function.restype = ctypes.c_int
+    for suffix in ("f32", "f64"):
+        function = getattr(library, f"sktopk_rule_estimates_{suffix}")
+        function.argtypes = ([ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_int64,
+                              ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+                             + [ctypes.c_void_p] * 7 + [ctypes.c_int64, ctypes.c_int64]
+                             + [ctypes.c_void_p, ctypes.c_void_p])
+        function.restype = ctypes.c_int
     library.sktopk_expected_kth.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                             ctypes.c_int64, ctypes.c_double, ctypes.c_void_p,
                                             ctypes.c_int64, ctypes.c_void_p]
@@ -392,6 +401,49 @@ def order_statistics(x, rows, width, head, slots):
                 edges.data_ptr(), len(edges), out.data_ptr()) != 0:
         raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
     return out
+
+
+def rule_estimates(x, plan, rows, k, epsilon, n_rows, n_perturbations, costs):
+    """The sampler rule's sparse estimates (ns) of every (m, pool) of ``plan``, in one call.
+
+    The compiled form of ``_sparse_costs(_subset_top(x, k), ...)``
+    (:mod:`sktopk._sparse_perturbed`): order statistics of ``rows``, the
+    candidates' expected k-th values, the groups' mean rates and the cost of
+    each combination.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (N, C), float32 or float64, on CPU
+    plan : dict
+        From ``sktopk._sparse_perturbed._kernel_rule_plan``: the menu as int64
+        tensors (read-only, cached).
+    rows : torch.Tensor of int64
+        The rows read.
+    k, epsilon, n_rows, n_perturbations
+        The call's parameters (``n_rows`` those of the whole call).
+    costs : sequence of 7 floats
+        fixed, pool_score, pool_slot, candidate, pair, group, proposal.
+
+    Returns
+    -------
+    list of float
+        One estimate per combination, in the plan's order.
+    """
+    x, function = _checked(x, 1, "independent", "sktopk_rule_estimates")
+    cost_values = torch.tensor(costs, dtype=torch.float64)
+    out = torch.empty(len(plan["combos"]), dtype=torch.float64)
+    status = function(
+        x.data_ptr(), x.shape[1], rows.data_ptr(), rows.numel(), plan["width"], plan["head"],
+        plan["edges"].data_ptr(), plan["edges"].numel(), k, float(epsilon),
+        plan["sizes"].data_ptr(), plan["sizes"].numel(), plan["slots"].data_ptr(),
+        plan["slots"].numel(), len(plan["combos"]), plan["combo_size"].data_ptr(),
+        plan["combo_m"].data_ptr(), plan["combo_pool"].data_ptr(),
+        plan["combo_groups"].data_ptr(), plan["pair_start"].data_ptr(),
+        plan["pair_slot"].data_ptr(), plan["pair_length"].data_ptr(), n_rows, n_perturbations,
+        cost_values.data_ptr(), out.data_ptr())
+    if status != 0:
+        raise MemoryError("the CPU kernel could not allocate its per-row buffers.")
+    return out.tolist()
 
 
 def expected_kth(top, k, epsilon, sizes):

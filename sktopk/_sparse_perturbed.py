@@ -221,6 +221,64 @@ def _menu(k, n_columns, width):
     return sizes, types.MappingProxyType(groups), slots
 
 
+@functools.lru_cache(maxsize=64)
+def _kernel_rule_plan(k, n_columns, width):
+    """The menu of :func:`_menu` as int64 tensors for the compiled rule (cached, read-only).
+
+    Keys: ``width``, ``head`` (the largest candidate count), ``edges`` (the
+    order statistics' segment edges beyond the head, then the width),
+    ``sizes``, ``slots`` (every group bound's position), ``combos`` (the (m,
+    pool) pairs in order), ``combo_size`` (index into sizes), ``combo_m``,
+    ``combo_pool``, ``combo_groups`` and, per combination, its groups as
+    ``pair_slot`` (index into slots) and ``pair_length`` from ``pair_start``.
+    """
+    sizes, groups, slots = _menu(k, n_columns, width)
+    head = max(sizes)
+    column = {slot: j for j, slot in enumerate(slots)}
+    combos = list(groups)
+    pair_start, pair_slot, pair_length = [0], [], []
+    for bound_slots, lengths in groups.values():
+        pair_slot += [column[slot] for slot in bound_slots]
+        pair_length += list(lengths)
+        pair_start.append(len(pair_slot))
+
+    def ints(values):
+        return torch.tensor(values, dtype=torch.int64)
+
+    return {"width": width, "head": head,
+            "edges": ints(sorted({slot for slot in slots if slot >= head}) + [width]),
+            "sizes": ints(sizes), "slots": ints(slots), "combos": combos,
+            "combo_size": ints([sizes.index(m) for m, _ in combos]),
+            "combo_m": ints([m for m, _ in combos]), "combo_pool": ints([p for _, p in combos]),
+            "combo_groups": ints([len(lengths) for _, lengths in groups.values()]),
+            "pair_start": ints(pair_start), "pair_slot": ints(pair_slot),
+            "pair_length": ints(pair_length)}
+
+
+@functools.lru_cache(maxsize=64)
+def _estimate_rows(n_rows):
+    """The rows the rule reads: at most 16, evenly spread (int64, cached, read-only)."""
+    step = max(1, n_rows // _ESTIMATE_ROWS)
+    return torch.tensor(list(range(0, n_rows, step))[:_ESTIMATE_ROWS], dtype=torch.int64)
+
+
+def _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs):
+    """``_sparse_costs(_subset_top(x, k), ...)``: compiled when the CPU kernel takes ``x``."""
+    n_columns = x.shape[1]
+    if not _triton_dispatch.cpu_kernel_takes(x, k, "independent"):
+        return _sparse_costs(_subset_top(x, k), k, epsilon, n_perturbations, n_columns, n_rows,
+                             costs)
+    width = min(n_columns, min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
+    if not _menu(k, n_columns, width)[0]:
+        return {}
+    plan = _kernel_rule_plan(k, n_columns, width)
+    values = _cpu_kernel.rule_estimates(
+        x, plan, _estimate_rows(x.shape[0]), k, epsilon, n_rows, n_perturbations,
+        (costs.fixed, costs.pool_score, costs.pool_slot, costs.candidate, costs.pair,
+         costs.group, costs.proposal))
+    return dict(zip(plan["combos"], values, strict=True))
+
+
 def _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows,
                   costs=_TORCH_COSTS):
     """Estimated cost (ns) of the sparse path for each (m, pool) the sorted ``top_values`` cover.
@@ -305,8 +363,12 @@ def choose_sampler(top_values, k, epsilon, n_perturbations, n_columns, n_rows=No
     """
     n_rows = top_values.shape[0] if n_rows is None else n_rows
     costs = _KERNEL_COSTS if kernel else _TORCH_COSTS
-    dense = _dense_cost(n_rows, n_columns, n_perturbations, costs)
     estimates = _sparse_costs(top_values, k, epsilon, n_perturbations, n_columns, n_rows, costs)
+    return _cheaper(estimates, _dense_cost(n_rows, n_columns, n_perturbations, costs), costs)
+
+
+def _cheaper(estimates, dense, costs):
+    """The rule's verdict from the sparse estimates and the dense cost (:func:`choose_sampler`)."""
     if not estimates:
         return "dense", None
     best = min(estimates, key=estimates.get)
@@ -679,14 +741,14 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     if sampler == "sparse":
         # The cheapest sparse sizes, even where dense would be cheaper; with
         # C <= k + 1 every column is a candidate.
-        estimates = _sparse_costs(_subset_top(x, k), k, epsilon, n_perturbations, n_columns,
-                                  n_rows, costs)
+        estimates = _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs)
         m, pool = min(estimates, key=estimates.get) if estimates else (n_columns, n_columns)
         max_proposals = None
     else:
         def decide():
-            return choose_sampler(_subset_top(x, k), k, epsilon, n_perturbations, n_columns,
-                                  n_rows=n_rows, kernel=kernel)
+            # choose_sampler's verdict; with the kernel, its estimates come from C.
+            return _cheaper(_rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs),
+                            dense, costs)
 
         if isinstance(sampler, SamplerPlan):
             path, sizes = sampler.decide(

@@ -625,6 +625,36 @@ def test_rule_reads_the_same_scores_from_the_kernel_and_from_torch(n_columns):
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n_rows", "n_columns", "k"), [(5, 40, 2), (64, 210, 6), (1024, 1000, 6),
+                                                        (256, 3000, 11), (64, 10000, 6)])
+def test_compiled_rule_estimates_match_the_torch_rule(dtype, n_rows, n_columns, k):
+    # The functional losses run the rule on every call; the kernel computes its
+    # estimates in one call. They must be the torch formulas' (to rounding), and
+    # give the same decision.
+    from sktopk._sparse_perturbed import (
+        _KERNEL_COSTS,
+        _cheaper,
+        _dense_cost,
+        _rule_estimates,
+        _sparse_costs,
+        _subset_top,
+    )
+
+    for epsilon, regime in ((0.01, "unit"), (1.0, "trained"), (1.0, "wide"), (5.0, "flat")):
+        x = _scores(regime, n_rows, n_columns, seed=n_columns + k).to(dtype)
+        compiled = _rule_estimates(x, k, epsilon, 10, n_rows, _KERNEL_COSTS)
+        reference = _sparse_costs(_subset_top(x, k), k, epsilon, 10, n_columns, n_rows,
+                                  _KERNEL_COSTS)
+        assert compiled.keys() == reference.keys() and compiled
+        for sizes, cost in reference.items():
+            assert compiled[sizes] == pytest.approx(cost, rel=1e-12)
+        dense = _dense_cost(n_rows, n_columns, 10, _KERNEL_COSTS)
+        assert _cheaper(compiled, dense, _KERNEL_COSTS) == _cheaper(reference, dense,
+                                                                    _KERNEL_COSTS)
+
+
+@needs_kernel
 @pytest.mark.parametrize("epsilon", [0.01, 0.3, 1.0, 5.0])
 def test_expected_kth_matches_the_torch_rule_and_the_root(epsilon):
     from sktopk._sparse_perturbed import _expected_kth

@@ -36,13 +36,13 @@ def test_modules_pass_their_own_plan_for_auto_only(module):
 
 def test_module_decides_once_per_refresh_and_matches_the_functional_first_call(monkeypatch):
     calls = []
-    choose = _sparse_perturbed.choose_sampler
+    estimate = _sparse_perturbed._rule_estimates  # what every decision computes
 
     def counting(*args, **kwargs):
         calls.append(1)
-        return choose(*args, **kwargs)
+        return estimate(*args, **kwargs)
 
-    monkeypatch.setattr(_sparse_perturbed, "choose_sampler", counting)
+    monkeypatch.setattr(_sparse_perturbed, "_rule_estimates", counting)
     x = _scores("trained", 256, 2000, seed=1).float()
     y = torch.zeros(256, dtype=torch.long)
     module = TopKHingeLoss(k=5, generator=torch.Generator().manual_seed(3))
