@@ -7,8 +7,9 @@ class SamplerPlan:
     The rule (:func:`sktopk._sparse_perturbed.choose_sampler`) reads the top
     scores of 16 rows and costs about 0.2 ms per call with the compiled kernel
     (C = 1000; 0.5 ms with cold caches) and 1-3 ms in torch operations, a large
-    part of the kernel's own work on a batch of 256 rows. A module called once per batch sees scores that
-    drift slowly, so it keeps the decision (the path and the sizes) for
+    part of the kernel's own work on a batch of 256 rows. A module called once
+    per batch sees scores that drift slowly, so it keeps the decision (the path
+    and the sizes) for
     ``refresh`` calls with the same columns, k, epsilon, B and dtype. Either
     path draws exactly the same distribution with any sizes: reuse changes the
     cost only, never the law. The decision depends on the sequence of calls
