@@ -9,7 +9,9 @@ then thinning over tiers and the rest of the row). Same distribution as
 :func:`sktopk._perturbed.kth_largest_perturbed_torch`, not the same numbers: the
 noise comes from a counter-based generator keyed by one 63-bit integer drawn
 from the call's ``torch.Generator``, so results depend only on that generator,
-never on the thread count.
+never on the thread count. Both check that the rows they read are finite (the
+top-K hinge losses leave that check to them), and the sampler rule's estimates
+have a compiled form too (:func:`rule_estimates`).
 
 The C source is compiled at first use with the system C compiler (``$CC``, else
 ``cc``) into a per-user cache (``$SKTOPK_CACHE_DIR``, else
