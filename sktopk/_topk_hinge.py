@@ -37,16 +37,25 @@ def _check_k(k, n_classes):
     return k
 
 
+def _scores_checked_later(scores):
+    """Whether the hinge leaves the scores' finiteness check to the sampler.
+
+    On CPU it does: the compiled kernel reads every score anyway (the torch
+    paths then check with one sum). Elsewhere :func:`check_loss_inputs` checks
+    them within its one host sync, so a GPU call keeps a single sync.
+    """
+    return isinstance(scores, torch.Tensor) and scores.device.type == "cpu"
+
+
 def _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise, sampler):
     """``T_{k+1}(s) - s_y`` for each sample, differentiable in ``scores``."""
     check_generator(generator, scores)
     # scores were validated by the caller: skip perturbed_topk's own data checks.
     _, epsilon, n_perturbations = check_perturbation_params(
         k + 1, epsilon, n_perturbations, noise, scores.shape[1], sampler=sampler)
-    # One autograd node for both terms: a single (N, C) gradient in the backward. It
-    # also checks that the scores are finite (check_loss_inputs left that to it).
+    # One autograd node for both terms: a single (N, C) gradient in the backward.
     return _PerturbedKthLargest.apply(scores, k + 1, epsilon, n_perturbations, generator, noise,
-                                      sampler, target, True)
+                                      sampler, target, _scores_checked_later(scores))
 
 
 def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight=None,
@@ -97,7 +106,8 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
     tensor([0., 3.])
     """
     check_reduction(reduction)
-    target, weight = check_loss_inputs(scores, target, weight, check_scores=False)
+    target, weight = check_loss_inputs(scores, target, weight,
+                                       check_scores=not _scores_checked_later(scores))
     k = _check_k(k, scores.shape[1])
     margin = _hinge_margin(scores, target, k, epsilon, n_perturbations, generator, noise,
                            sampler)
@@ -107,7 +117,8 @@ def topk_hinge_loss(scores, target, k=5, epsilon=1.0, n_perturbations=10, weight
 def _imbalanced_from_margins(scores, target, margins, k, scale, epsilon, n_perturbations,
                              weight, reduction, generator, noise, sampler):
     check_reduction(reduction)
-    target, weight = check_loss_inputs(scores, target, weight, check_scores=False)
+    target, weight = check_loss_inputs(scores, target, weight,
+                                       check_scores=not _scores_checked_later(scores))
     k = _check_k(k, scores.shape[1])
     if margins.shape[0] != scores.shape[1]:
         raise ValueError(

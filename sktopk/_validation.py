@@ -100,7 +100,7 @@ def check_loss_inputs(scores, target, weight=None, check_scores=True):
         Non-negative per-sample weights.
     check_scores : bool, default=True
         Whether to check that the scores are finite here. The top-K hinge losses
-        pass False and check them where they are read (see
+        pass False on CPU and check them where they are read (see
         :func:`sktopk._perturbed._scores_checked_by_kernel`).
 
     Returns
