@@ -107,6 +107,13 @@ GRIDS = {
             "ce": ("topk", CE),
             "hinge": ("topk", {}),
         },
+        # A larger noise scale than the default 1 (session 9: untested upwards so far).
+        "epsilon": {
+            "ce": ("topk", CE),
+            "hinge": ("topk", {}),
+            "hinge eps2": ("topk", {"epsilon": 2.0}),
+            "hinge eps4": ("topk", {"epsilon": 4.0}),
+        },
         # Does early stopping explain why the hinge ties cross-entropy under noise?
         # Both trained for 100 epochs without it (a network that can memorise).
         "no_early_stopping": {
