@@ -41,12 +41,11 @@ __attribute__((__simd__("notinbranch"))) float logf(float);
 __attribute__((__simd__("notinbranch"))) float cosf(float);
 __attribute__((__simd__("notinbranch"))) float expf(float);
 __attribute__((__simd__("notinbranch"))) double log(double);
-/* The proposals' gaps take their logarithms eight at a time (a vector call). */
+#endif
+/* The proposals' gaps take their logarithms eight at a time (a vector call with
+ * libmvec). Every build batches alike, so that a seed draws the same numbers with
+ * or without libmvec and AVX2. */
 #define GAP_BATCH 8
-#endif
-#ifndef GAP_BATCH
-#define GAP_BATCH 1 /* scalar log: no gain in batching, only logs of unused uniforms */
-#endif
 
 #ifndef LANES
 #define LANES 32 /* Philox counters (groups of four columns) per block */
@@ -1150,7 +1149,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         int64_t count = 0;
         TYPE bound = LOWEST; /* every column left out of v scores below it */
         /* This row's candidates and pool: m and pool, or (without tiers) the columns
-         * at or above a threshold, between m - m / 8 and m of them. The method is
+         * at or above a threshold, between m - m / 32 and m of them. The method is
          * exact with any candidate set, given the highest score outside it. */
         int64_t cand = m, kept = pool;
         int found = 0;
@@ -1172,7 +1171,8 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                                                                       : group_max[g];
             for (int64_t j = 0; j < rest; j++) group_max[stride + j] = row[width * stride + j];
             /* The row is finite (checked here, now that it is in cache, so that the loss
-             * need not read it again; NaN never won a maximum above). */
+             * need not read it again; the maxima above, which NaN can disturb, are not
+             * read before this check). */
             if (NAME(has_non_finite)(row, C)) {
                 status = NON_FINITE;
                 break;

@@ -196,7 +196,7 @@ def test_sparse_kernel_float32_with_high_scores_scattered(k, m, pool, offset):
 
 def _tied_at_the_candidate_boundary(dtype):
     # 40 distinct high scores, 100 columns tied at 0 and 60 at -0.5: no threshold
-    # leaves between 90 and 96 columns at or above it (the candidate count without
+    # leaves between 93 and 96 columns at or above it (the candidate count without
     # tiers), so the kernel falls back to selecting, and some zeros stay outside the
     # candidates, above the first bound. A fourth row has no ties: there a threshold
     # is found.
@@ -215,7 +215,7 @@ def _tied_at_the_candidate_boundary(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sparse_kernel_candidates_by_threshold_or_by_selection(dtype):
     # Without tiers the kernel takes as candidates the columns at or above a
-    # threshold (m - m / 16 to m of them), found by counting; ties at the boundary
+    # threshold (m - m / 32 to m of them), found by counting; ties at the boundary
     # make the search fail and the selection run instead. Both keep the law.
     def sparse(x, k, epsilon, n_draws, generator):
         return _cpu_kernel.kth_largest_perturbed_sparse_cpu(x, k, epsilon, n_draws, generator,
