@@ -676,15 +676,21 @@ int NAME(sktopk_kth_perturbed)(const TYPE *x, int64_t C, int64_t k, double eps_d
 }
 
 
-/* The largest of v[0, n) and `start`, NaN-free. Eight running maxima: a plain
- * running maximum does not vectorise without -ffast-math. */
-static inline TYPE NAME(max_of)(const TYPE *v, int64_t n, TYPE start) {
+/* The largest of the entries of v[0, n) below cut, and of `start`; NaN-free. Eight
+ * running maxima: a plain running maximum does not vectorise without -ffast-math. */
+static inline TYPE NAME(max_below)(const TYPE *v, int64_t n, TYPE cut, TYPE start) {
     TYPE lane[8];
     for (int l = 0; l < 8; l++) lane[l] = start;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) lane[l] = v[i + l] > lane[l] ? v[i + l] : lane[l];
-    for (; i < n; i++) lane[0] = v[i] > lane[0] ? v[i] : lane[0];
+        for (int l = 0; l < 8; l++) {
+            const TYPE below = v[i + l] < cut ? v[i + l] : start;
+            lane[l] = below > lane[l] ? below : lane[l];
+        }
+    for (; i < n; i++) {
+        const TYPE below = v[i] < cut ? v[i] : start;
+        lane[0] = below > lane[0] ? below : lane[0];
+    }
     TYPE best = lane[0];
     for (int l = 1; l < 8; l++) best = lane[l] > best ? lane[l] : best;
     return best;
@@ -873,32 +879,39 @@ int NAME(sktopk_rule_estimates)(const TYPE *x, int64_t C, const int64_t *rows, i
     return 0;
 }
 
-/* The columns of row[0, C) scoring at or above tau into (v, ix), in column order;
- * returns their count. v and ix need C + 8 entries (whole vectors are written).
- * Eight columns at a time with AVX2 (a table gives the permutation that packs the
- * kept ones first), else a branch-free scalar loop. */
-static int64_t NAME(at_or_above)(const TYPE *row, int64_t C, TYPE tau, TYPE *v, int32_t *ix) {
-    int64_t count = 0, c = 0;
+/* The entries of src[0, n) at or above cut, with their columns (src_ix[i], or i
+ * when src_ix is NULL), into (v, ix) in order; returns their count. The others are
+ * dropped. v and ix need n + 8 entries (whole vectors are written). src may be v
+ * itself: a vector is written at the count, never past the entries read so far.
+ * Eight entries at a time with AVX2 (a table gives the permutation that packs the
+ * kept ones first), else a branch-free scalar loop. Inlined, so that each caller
+ * gets the loop for its own src_ix. */
+static inline __attribute__((always_inline)) int64_t NAME(pack_at_or_above)(
+    const TYPE *src, const int32_t *src_ix, int64_t n, TYPE cut, TYPE *v, int32_t *ix) {
+    int64_t count = 0, i = 0;
 #ifdef __AVX2__
     if (sizeof(TYPE) == 4) {
         const uint32_t (*pack)[8] = pack_table();
-        const __m256 bar = _mm256_set1_ps((float)tau);
+        const __m256 bar = _mm256_set1_ps((float)cut);
         __m256i col = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for (; c + 8 <= C; c += 8) {
-            const __m256 x = _mm256_loadu_ps((const float *)row + c);
+        for (; i + 8 <= n; i += 8) {
+            const __m256 x = _mm256_loadu_ps((const float *)src + i);
+            const __m256i c = src_ix ? _mm256_loadu_si256((const __m256i *)(src_ix + i)) : col;
             const int mask = _mm256_movemask_ps(_mm256_cmp_ps(x, bar, _CMP_GE_OQ));
             const __m256i order = _mm256_loadu_si256((const __m256i *)pack[mask]);
             _mm256_storeu_ps((float *)v + count, _mm256_permutevar8x32_ps(x, order));
-            _mm256_storeu_si256((__m256i *)(ix + count), _mm256_permutevar8x32_epi32(col, order));
+            _mm256_storeu_si256((__m256i *)(ix + count), _mm256_permutevar8x32_epi32(c, order));
             count += __builtin_popcount((unsigned)mask);
             col = _mm256_add_epi32(col, _mm256_set1_epi32(8));
         }
     }
 #endif
-    for (; c < C; c++) {
-        v[count] = row[c];
-        ix[count] = (int32_t)c;
-        count += row[c] >= tau;
+    for (; i < n; i++) {
+        const TYPE value = src[i];
+        const int32_t column = src_ix ? src_ix[i] : (int32_t)i;
+        v[count] = value;
+        ix[count] = column;
+        count += value >= cut;
     }
     return count;
 }
@@ -1067,55 +1080,6 @@ static int NAME(threshold_between)(const TYPE *v, int64_t n, int64_t lo, int64_t
     return 0;
 }
 
-/* Keep the entries of (v, ix)[0, n) at or above cut, in order, at the front; returns
- * their count. The others are dropped. In place: a vector written at the kept count
- * (never past the entries read so far) holds the kept entries first. */
-static int64_t NAME(keep_at_or_above)(TYPE *v, int32_t *ix, int64_t n, TYPE cut) {
-    int64_t kept = 0, i = 0;
-#ifdef __AVX2__
-    if (sizeof(TYPE) == 4) {
-        const uint32_t (*pack)[8] = pack_table();
-        const __m256 bar = _mm256_set1_ps((float)cut);
-        for (; i + 8 <= n; i += 8) {
-            const __m256 x = _mm256_loadu_ps((const float *)v + i);
-            const __m256i c = _mm256_loadu_si256((const __m256i *)(ix + i));
-            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(x, bar, _CMP_GE_OQ));
-            const __m256i order = _mm256_loadu_si256((const __m256i *)pack[mask]);
-            _mm256_storeu_ps((float *)v + kept, _mm256_permutevar8x32_ps(x, order));
-            _mm256_storeu_si256((__m256i *)(ix + kept), _mm256_permutevar8x32_epi32(c, order));
-            kept += __builtin_popcount((unsigned)mask);
-        }
-    }
-#endif
-    for (; i < n; i++) {
-        const TYPE value = v[i];
-        const int32_t column = ix[i];
-        v[kept] = value;
-        ix[kept] = column;
-        kept += value >= cut;
-    }
-    return kept;
-}
-
-/* The largest of the entries of v[0, n) below cut, and of `start`. */
-static inline TYPE NAME(max_below)(const TYPE *v, int64_t n, TYPE cut, TYPE start) {
-    TYPE lane[8];
-    for (int l = 0; l < 8; l++) lane[l] = start;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) {
-            const TYPE below = v[i + l] < cut ? v[i + l] : start;
-            lane[l] = below > lane[l] ? below : lane[l];
-        }
-    for (; i < n; i++) {
-        const TYPE below = v[i] < cut ? v[i] : start;
-        lane[0] = below > lane[0] ? below : lane[0];
-    }
-    TYPE best = lane[0];
-    for (int l = 1; l < 8; l++) best = lane[l] > best ? lane[l] : best;
-    return best;
-}
-
 /* The exact sparse path: rows [row_begin, row_end), m candidates, a sorted pool
  * of `pool` slots split in tiers [m, 2m), [2m, 4m), ..., and the rest of the
  * row as the last group (see sktopk._sparse_perturbed for the method and its
@@ -1183,13 +1147,13 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
                 NAME(select_top)(v, NULL, n_groups, pool); /* pool < stride <= n_groups */
                 tau = v[pool - 1];
             }
-            count = NAME(at_or_above)(row, C, tau, v, ix);
+            count = NAME(pack_at_or_above)(row, NULL, C, tau, v, ix);
             bound = tau;
             TYPE cut;
             const int64_t fewest = m - m / 32 > k ? m - m / 32 : k;
             if (pool == m && NAME(threshold_between)(v, count, fewest, m, &cut)) {
                 outside = NAME(max_below)(v, count, cut, bound);
-                cand = kept = NAME(keep_at_or_above)(v, ix, count, cut);
+                cand = kept = NAME(pack_at_or_above)(v, ix, count, cut, v, ix);
                 found = 1;
             }
         } else {
@@ -1205,7 +1169,7 @@ int NAME(sktopk_kth_perturbed_sparse)(const TYPE *x, int64_t C, int64_t k, doubl
         }
         if (!found) {
             NAME(select_top)(v, ix, count, pool);
-            outside = NAME(max_of)(v + kept, count - kept, bound);
+            outside = NAME(max_below)(v + kept, count - kept, (TYPE)INFINITY, bound);
         }
         TYPE tier_top[64];
         NAME(segment_tops)(v, ix, edge, n_edges, tier_top);
