@@ -255,6 +255,11 @@ def _kernel_rule_plan(k, n_columns, width):
             "pair_length": ints(pair_length)}
 
 
+def _rule_width(k, n_columns):
+    """Sorted positions the rule reads per row: the widest pool of the menu plus one, or C."""
+    return min(n_columns, min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
+
+
 @functools.lru_cache(maxsize=64)
 def _estimate_rows(n_rows):
     """The rows the rule reads: at most 16, evenly spread (int64, cached, read-only)."""
@@ -262,13 +267,17 @@ def _estimate_rows(n_rows):
     return torch.tensor(list(range(0, n_rows, step))[:_ESTIMATE_ROWS], dtype=torch.int64)
 
 
-def _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs):
-    """``_sparse_costs(_subset_top(x, k), ...)``: compiled when the CPU kernel takes ``x``."""
+def _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs, kernel):
+    """``_sparse_costs(_subset_top(x, k), ...)``, compiled where the CPU kernel takes ``x``.
+
+    ``kernel``: whether it does (``_triton_dispatch.cpu_kernel_takes``, which the
+    caller has already asked).
+    """
     n_columns = x.shape[1]
-    if not _triton_dispatch.cpu_kernel_takes(x, k, "independent"):
+    if not kernel:
         return _sparse_costs(_subset_top(x, k), k, epsilon, n_perturbations, n_columns, n_rows,
                              costs)
-    width = min(n_columns, min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
+    width = _rule_width(k, n_columns)
     if not _menu(k, n_columns, width)[0]:
         return {}
     plan = _kernel_rule_plan(k, n_columns, width)
@@ -383,14 +392,14 @@ def _subset_top(x, k):
     thousands of scores per row (4 ms at C = 10000 in ``torch.topk``).
     """
     n_rows, n_columns = x.shape
-    step = max(1, n_rows // _ESTIMATE_ROWS)
-    width = min(n_columns, min(k * _MENU[-1] * _POOL_MENU[-1], _POOL_MAX) + 1)
+    width = _rule_width(k, n_columns)
     if _triton_dispatch.cpu_kernel_takes(x, k, "independent"):
         sizes, _, slots = _menu(k, n_columns, width)
         head = max(sizes, default=0)
-        rows = list(range(0, n_rows, step))[:_ESTIMATE_ROWS]
-        return _cpu_kernel.order_statistics(x, rows, width, head,
+        return _cpu_kernel.order_statistics(x, _estimate_rows(n_rows).tolist(), width, head,
                                             [slot for slot in slots if slot >= head])
+    # The same rows as _estimate_rows, as a view (no index tensor to move to the device).
+    step = max(1, n_rows // _ESTIMATE_ROWS)
     return torch.topk(x[::step][:_ESTIMATE_ROWS], width, dim=1, sorted=True).values
 
 
@@ -741,14 +750,15 @@ def sample_sparse_or_none(x, k, epsilon, n_perturbations, generator, sampler):
     if sampler == "sparse":
         # The cheapest sparse sizes, even where dense would be cheaper; with
         # C <= k + 1 every column is a candidate.
-        estimates = _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs)
+        estimates = _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs, kernel)
         m, pool = min(estimates, key=estimates.get) if estimates else (n_columns, n_columns)
         max_proposals = None
     else:
         def decide():
             # choose_sampler's verdict; with the kernel, its estimates come from C.
-            return _cheaper(_rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs),
-                            dense, costs)
+            return _cheaper(
+                _rule_estimates(x, k, epsilon, n_perturbations, n_rows, costs, kernel), dense,
+                costs)
 
         if isinstance(sampler, SamplerPlan):
             path, sizes = sampler.decide(

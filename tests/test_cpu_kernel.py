@@ -643,7 +643,7 @@ def test_compiled_rule_estimates_match_the_torch_rule(dtype, n_rows, n_columns, 
 
     for epsilon, regime in ((0.01, "unit"), (1.0, "trained"), (1.0, "wide"), (5.0, "flat")):
         x = _scores(regime, n_rows, n_columns, seed=n_columns + k).to(dtype)
-        compiled = _rule_estimates(x, k, epsilon, 10, n_rows, _KERNEL_COSTS)
+        compiled = _rule_estimates(x, k, epsilon, 10, n_rows, _KERNEL_COSTS, kernel=True)
         reference = _sparse_costs(_subset_top(x, k), k, epsilon, 10, n_columns, n_rows,
                                   _KERNEL_COSTS)
         assert compiled.keys() == reference.keys() and compiled
