@@ -77,8 +77,10 @@ def split_three_ways(y, rng, valid=0.2, test=0.2):
     return tuple(np.sort(np.concatenate(part)) for part in (train, val, tst))
 
 
-def featurize(texts, parts, seed):
-    vectorizer = make_text_vectorizer(n_components=256, random_state=seed)
+def featurize(texts, parts, seed, features="svd"):
+    """tf-idf + SVD 256 (``"svd"``), or the sparse tf-idf matrix itself (``"raw"``)."""
+    n_components = 256 if features == "svd" else None
+    vectorizer = make_text_vectorizer(n_components=n_components, random_state=seed)
     train = vectorizer.fit_transform([texts[i] for i in parts[0]]).astype(np.float32)
     rest = [vectorizer.transform([texts[i] for i in p]).astype(np.float32) for p in parts[1:]]
     return (train, *rest)
@@ -285,7 +287,7 @@ DEFAULTS = {
 }
 
 
-def part_defaults(seeds, datasets=("cities", "languages"), methods=None):
+def part_defaults(seeds, datasets=("cities", "languages"), methods=None, features="svd"):
     rows = []
     for seed in seeds:
         for dataset in datasets:
@@ -297,7 +299,7 @@ def part_defaults(seeds, datasets=("cities", "languages"), methods=None):
                 texts, target = list(data.data), data.target
             rng = np.random.default_rng(seed)
             parts = split_three_ways(target, rng)
-            X_train, _, X_test = featurize(texts, parts, seed)
+            X_train, _, X_test = featurize(texts, parts, seed, features)
             y_train, _, y_test = (target[p] for p in parts)
             for noise in ((0.0, 0.2, 0.4) if dataset == "languages" else (0.0,)):
                 noisy = corrupt_labels(y_train, noise, random_state=seed) if noise else y_train
@@ -309,7 +311,8 @@ def part_defaults(seeds, datasets=("cities", "languages"), methods=None):
                     clf.fit(X_train, noisy)
                     fit_time = time.perf_counter() - start
                     scores = clf.decision_function(X_test)
-                    row = {"dataset": dataset, "noise": noise, "method": name, "seed": seed,
+                    row = {"dataset": dataset, "features": features, "noise": noise,
+                           "method": name, "seed": seed,
                            "top1": top_k_accuracy_score(y_test, scores, k=1,
                                                         labels=clf.classes_),
                            "top5": top_k_accuracy_score(y_test, scores, k=K,
@@ -395,6 +398,9 @@ def main(argv=None):
                         help="for 'cities' and 'defaults': a subset of the methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--features", choices=["svd", "raw"], default="svd",
+                        help="for 'defaults': tf-idf + SVD 256, or the raw sparse tf-idf "
+                             "columns fed to the first layer")
     parser.add_argument("--tag", default="", help="suffix of the raw-rows file name")
     args = parser.parse_args(argv)
     if args.part == "table":
@@ -412,7 +418,8 @@ def main(argv=None):
             CITIES_METHODS = tuple(args.methods)
         rows, table = part_cities(args.seeds)
     elif args.part == "defaults":
-        rows, table = part_defaults(args.seeds, tuple(args.datasets), args.methods)
+        rows, table = part_defaults(args.seeds, tuple(args.datasets), args.methods,
+                                    args.features)
     else:
         rows, table = part_cost()
     results = HERE / "results"

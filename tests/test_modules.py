@@ -73,16 +73,18 @@ def test_mlp_scores_sparse_batches_like_dense_ones(hidden, cosine):
 @pytest.mark.parametrize(("Estimator", "loss"), [(TopKClassifier, "cross_entropy"),
                                              (ImbalancedTopKClassifier, "ldam")])
 def test_estimators_train_on_sparse_batches_like_on_dense_arrays(Estimator, loss):
-    # A loss without discrete choices and no early stopping: the two first-layer
-    # paths round differently (~1e-7), and a top-K hinge, which picks a winning
-    # column per draw, turns a rare near-tie into a different gradient that the
-    # fit then carries everywhere. The hinge's own sparse fits are in
-    # test_classifier. Here everything must agree.
+    # A loss without discrete choices, no early stopping and plain SGD: the two
+    # first-layer paths round differently (~1e-7), and a top-K hinge, which picks
+    # a winning column per draw, turns a rare near-tie into a different gradient
+    # that the fit then carries everywhere; Adam does the same with a gradient
+    # of rounding size where the other path has an exact zero (a dead ReLU), as
+    # it divides by the gradient's own scale: a full step against none. The
+    # hinge's own sparse fits are in test_classifier. Here everything must agree.
     rng = np.random.default_rng(0)
     X = _random_csr(300, 2000, 0.01, 4)
     y = rng.integers(0, 6, 300)
     params = dict(k=2, loss=loss, hidden_layer_sizes=(16,), max_epochs=4, early_stopping=False,
-                  device="cpu", random_state=0)
+                  optimizer="sgd", learning_rate=0.5, device="cpu", random_state=0)
     sparse_fit = Estimator(**params).fit(X, y)
     assert sparse_fit._sparse_batches()
     dense_fit = Estimator(**params).fit(X.toarray(), y)
