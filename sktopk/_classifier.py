@@ -58,6 +58,7 @@ from ._training import (
     top_k_hits,
 )
 from ._validation import check_positive_int, reduce_loss
+from ._weight_averaging import WeightAveraging, batches_per_epoch
 
 _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {}),
@@ -272,6 +273,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         "ce_weight": [Interval(Real, 0, _FLOAT32_MAX, closed="left"), StrOptions({"auto"})],
         "logit_adjustment": [Interval(Real, 0, _FLOAT32_MAX, closed="left"),
                              StrOptions({"auto"})],
+        "weight_averaging": [Interval(Real, 0, _FLOAT32_MAX, closed="right"), None],
     }
 
     def __init__(self, *, k, epsilon, n_perturbations, loss, hidden_layer_sizes, activation,
@@ -279,7 +281,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                  max_epochs, early_stopping, validation_fraction, n_iter_no_change,
                  class_weight, device, random_state, verbose, warm_start, callbacks,
                  loss_params, precision, monitor, lr_schedule, warmup_epochs, drw_start,
-                 ce_weight, logit_adjustment):
+                 ce_weight, logit_adjustment, weight_averaging):
         self.k = k
         self.epsilon = epsilon
         self.n_perturbations = n_perturbations
@@ -310,6 +312,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         self.drw_start = drw_start
         self.ce_weight = ce_weight
         self.logit_adjustment = logit_adjustment
+        self.weight_averaging = weight_averaging
 
     # ----------------------------------------------------------------- checks
     def _check_params(self):
@@ -496,6 +499,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             start = int(np.floor(self.drw_start * self.max_epochs)) + 1
             drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA), start)
             callbacks.append(("deferred_reweighting", drw))
+        if self.weight_averaging is not None and not partial:
+            # Before the monitor and early stopping: they must see the averaged weights.
+            callbacks.append(("weight_averaging", WeightAveraging(
+                self.weight_averaging, batches_per_epoch(len(train_data), self.batch_size))))
         if valid_data is not None:
             if self.monitor == "loss":
                 callbacks.append(("holdout_loss", ValidationLoss(valid_data,
@@ -1241,6 +1248,14 @@ _SHARED_PARAMETERS = """
         (``scale`` is 1 for :class:`TopKClassifier`). "auto" chooses tau on the
         early-stopping hold-out among 0, 0.05, ..., 2, for the monitored metric
         ("loss": the estimator's default metric); ``logit_adjustment_`` records it.
+    weight_averaging : float > 0 or None, default=None
+        Exponential moving average of the weights (Polyak averaging), its mean
+        age in epochs (e.g. 2: the average weighs the steps of about the last
+        two epochs most). The averaged weights are what the hold-out monitor
+        scores and early stopping keeps, and what the fitted model predicts
+        with; training itself goes on from the raw weights. ``fit`` only
+        (``partial_fit`` trains one epoch per call without it). None: the
+        last step's weights.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -1333,7 +1348,8 @@ class TopKClassifier(_BaseTopKClassifier):
                  n_iter_no_change=10, class_weight=None, device="auto", random_state=None,
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="top_k", lr_schedule="constant",
-                 warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0):
+                 warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0,
+                 weight_averaging=None):
         super().__init__(
             k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
@@ -1344,7 +1360,8 @@ class TopKClassifier(_BaseTopKClassifier):
             random_state=random_state, verbose=verbose, warm_start=warm_start,
             callbacks=callbacks, loss_params=loss_params, precision=precision,
             monitor=monitor, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-            drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment)
+            drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment,
+            weight_averaging=weight_averaging)
 
     def _loss_class(self):
         return {"topk_hinge": TopKHingeLoss, "smooth_svm": SmoothTopKSVMLoss,
@@ -1435,7 +1452,8 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
                  n_iter_no_change=10, class_weight=None, device="auto", random_state=None,
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="macro_top_k", lr_schedule="constant",
-                 warmup_epochs=0, drw_start=None, ce_weight="auto", logit_adjustment=1.5):
+                 warmup_epochs=0, drw_start=None, ce_weight="auto", logit_adjustment=1.5,
+                 weight_averaging=None):
         super().__init__(
             k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
@@ -1446,7 +1464,8 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
             random_state=random_state, verbose=verbose, warm_start=warm_start,
             callbacks=callbacks, loss_params=loss_params, precision=precision,
             monitor=monitor, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-            drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment)
+            drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment,
+            weight_averaging=weight_averaging)
         self.max_margin = max_margin
         self.scale = scale
 
