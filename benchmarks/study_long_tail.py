@@ -96,6 +96,18 @@ differences to cross-entropy and each frontier against that of ``"imb"``, which
 at the commits of round 3 is ``ImbalancedTopKClassifier()`` trained with
 ``logit_adjustment=0`` (max margin 0.4); ``--commits`` keeps the rows of one code.
 
+Round 4 (issue 10, tenth session; rule fixed before any row of this round was
+read): does an exponential moving average of the weights (``weight_averaging=2``,
+mean age two epochs) help the imbalanced hinge? Settings ``ce``, ``ce ema2``,
+``imb``, ``imb ema2``; the three data sets, both protocols, seeds 0-4 (defaults)
+and 0-2 (outside). ``ImbalancedTopKClassifier`` gets ``weight_averaging=2`` by
+default if, at tau 1.5, the mean over the six cells of the paired (same seed)
+macro top-5 difference ``imb ema2 - imb`` is >= +0.3 points, its mean top-5
+difference is >= 0, and no cell loses more than 0.5 top-5 points on average;
+``TopKClassifier``'s default stays None unless ``ce ema2 - ce`` is >= 0 in both
+metrics in every cell (it would change the cross-entropy baseline too).
+``--compare ... --reference imb --settings imb "imb ema2"`` prints the cells.
+
 Each row (one fit: data set, protocol, setting, seed) is appended to
 ``benchmarks/results/study_long_tail.jsonl`` with epochs, fit seconds, commit,
 versions and thread count.
@@ -170,6 +182,9 @@ SETTINGS = {
     "imb ce.3": ("imb", {**NO_TAU, "ce_weight": 0.3}),
     "imb ce1": ("imb", {**NO_TAU, "ce_weight": 1.0}),
     "imb m.2": ("imb", {**NO_TAU, "max_margin": 0.2}),
+    # Round 4: an exponential moving average of the weights.
+    "ce ema2": ("topk", {"loss": "cross_entropy", "weight_averaging": 2.0}),
+    "imb ema2": ("imb", {**NO_TAU, "weight_averaging": 2.0}),
 }
 
 
