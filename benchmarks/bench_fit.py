@@ -140,7 +140,14 @@ def main(argv=None):
                         help="let the estimators' backward passes run in autograd's device "
                         "worker thread (torch's default; sktopk runs them on the calling "
                         "thread), to compare the two")
+    parser.add_argument("--foreach-optimizer", action="store_true",
+                        help="give the estimators AdamW's for-each step (torch's default; "
+                        "sktopk takes the fused one where torch has it), to compare the two")
     args = parser.parse_args(argv)
+    if args.foreach_optimizer:
+        import sktopk._classifier
+
+        sktopk._classifier._fused_adam_works = lambda device_type: False
     if args.autograd_worker_thread:
         from skorch import NeuralNet
 
@@ -153,6 +160,7 @@ def main(argv=None):
           f"{args.threads} thread(s), device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
           + ("; backward in autograd's worker thread" if args.autograd_worker_thread else "")
+          + ("; for-each AdamW step" if args.foreach_optimizer else "")
           + f"; {N_SAMPLES}x{N_FEATURES}, MLP {N_FEATURES}-{HIDDEN}-C, batch {BATCH}, "
           f"median epoch seconds over {args.epochs} epochs (first epoch dropped when >1)\n")
     print("| C | loss | hand loop | sktopk | skorch default | sklearn MLP | sktopk / hand "
