@@ -142,3 +142,24 @@ def test_default_ce_weight_does_not_refuse_other_losses(data):
     X, y = data
     clf = ImbalancedTopKClassifier(**FAST, loss="ldam").fit(X, y)
     assert clf.ce_weight == "auto" and clf._resolved_ce_weight() == 0.0
+
+
+@pytest.mark.parametrize(("optimizer", "fused"), [("adamw", True), ("adam", True),
+                                                  ("sgd", None), (torch.optim.AdamW, None)])
+def test_built_in_adam_takes_the_fused_step_where_torch_has_it(optimizer, fused, data):
+    from skorch.callbacks import Callback
+
+    from sktopk._classifier import _fused_adam_works
+
+    seen = {}
+
+    class _Peek(Callback):
+        def on_train_begin(self, net, **kwargs):
+            seen["fused"] = net.optimizer_.defaults.get("fused")
+
+    X, y = data
+    TopKClassifier(**{**FAST, "max_epochs": 1}, optimizer=optimizer,
+                   callbacks=[("peek", _Peek())]).fit(X, y)
+    expected = fused if (fused is None or _fused_adam_works("cpu")) else None
+    # torch records fused=None (its default) for optimizers that were not asked for it.
+    assert seen["fused"] in ((expected,) if expected else (None, False))
