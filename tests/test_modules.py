@@ -30,6 +30,38 @@ def test_sparse_input_linear_matches_dense_forward_and_backward(layout):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_input_linear_handles_empty_rows_and_shared_columns(dtype, bias):
+    # Empty rows (a name with no known n-gram), a column used by most rows (its
+    # gradient sums many contributions), a batch of one row; against float64 dense.
+    rng = np.random.default_rng(3)
+    X = _random_csr(40, 120, 0.05, 2).tolil()
+    X[[0, 7, 39], :] = 0
+    X[1:30, 5] = rng.random((29, 1)) + 0.5
+    X = X.tocsr()
+    layer = SparseInputLinear(120, 9, bias=bias).to(dtype)
+    upstream = torch.randn(40, 9, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    reference = SparseInputLinear(120, 9, bias=bias).double()
+    reference.load_state_dict(layer.state_dict())
+    for rows in (slice(0, 40), slice(7, 8)):
+        layer.zero_grad()
+        reference.zero_grad()
+        x = csr_to_torch(X[rows]).to(dtype)
+        out = layer(x)
+        (out * upstream[rows]).sum().backward()
+        expected = reference(torch.from_numpy(X[rows].toarray()).double())
+        (expected * upstream[rows].double()).sum().backward()
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+        torch.testing.assert_close(out.double(), expected.detach(), **tol)
+        for got, want in zip(layer.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(got.grad.double(), want.grad, **tol)
+    # An empty row scores the bias alone.
+    np.testing.assert_array_equal(layer(csr_to_torch(X[[0]]).to(dtype)).detach().numpy(),
+                                  (layer.bias if bias else torch.zeros(9, dtype=dtype))
+                                  .detach().numpy()[None])
+
+
 def test_csr_to_torch_round_trips_and_tensor_data_hands_out_sparse_batches():
     X = _random_csr(40, 25, 0.1, 2)
     np.testing.assert_array_equal(csr_to_torch(X).to_dense().numpy(), X.toarray())
