@@ -166,25 +166,25 @@ for name, model in models.items():
 # %%
 # In our CPU run (the numbers change a little on a GPU, or with another BLAS,
 # whose floating-point rounding differs), the tuned top-K hinge loss is less
-# than a point of top-5 accuracy below cross-entropy (0.734 against 0.742) and
-# gives up 4 points of top-1: it only asks for the right country somewhere in
+# than a point of top-5 accuracy below cross-entropy (0.739 against 0.741) and
+# gives up 2 points of top-1: it only asks for the right country somewhere in
 # the top 5.
 #
 # On the macro top-5 accuracy, which weighs the rare countries as much as
 # India or the United States, the imbalanced top-K hinge is ahead of
-# cross-entropy (0.354 against 0.343) for a tenth of a point of top-5 (0.741
-# against 0.742). With its defaults it smooths with a larger noise and uses
+# cross-entropy (0.376 against 0.342) for 0.6 points of top-5 (0.735
+# against 0.741). With its defaults it smooths with a larger noise and uses
 # larger margins than the paper's, adds a small cross-entropy term to the
 # hinge, and applies a post-hoc logit adjustment, which moves rare countries
-# up the ranking (see :ref:`imbalanced`); the price is top-1 accuracy (0.41
+# up the ranking (see :ref:`imbalanced`); the price is top-1 accuracy (0.40
 # against 0.49), because its first guess is more often
 # a rare country. The logit-adjusted cross-entropy goes much further in the same direction: the
 # best macro top-5 (0.42), but 18 points less top-5 accuracy. The tuned
 # balanced hinge, selected and early-stopped on the plain top-5 accuracy, is
-# below cross-entropy in macro top-5 too (0.315 against 0.343). These
+# level with cross-entropy in macro top-5 (0.342 both). These
 # are single runs on one split: over five splits of the full data set, with
-# every estimator at its defaults, the imbalanced hinge gains 3.0 points of
-# macro top-5 over cross-entropy and loses 1.9 points of top-5. Decide which average matters
+# every estimator at its defaults, the imbalanced hinge gains 3.2 points of
+# macro top-5 over cross-entropy and loses 1.5 points of top-5. Decide which average matters
 # for your application and select on it, with the matching scorer, e.g.
 # ``make_top_k_scorer(5, average="macro")``.
 #
