@@ -1147,8 +1147,11 @@ def _silent(*args, **kwargs):
 
 
 _SHARED_PARAMETERS = """
-    hidden_layer_sizes : tuple of int, default=(256,)
-        Hidden layer widths of the MLP; ``()`` gives a linear model.
+    hidden_layer_sizes : tuple of int, default=(512,)
+        Hidden layer widths of the MLP; ``()`` gives a linear model. 512 units
+        gave both estimators higher top-5 and macro top-5 accuracy than 256 on
+        three long-tailed data sets (at about twice the fit time); see the user
+        guide.
     activation : {"relu", "gelu", "tanh", "logistic", "identity"}, default="relu"
         Activation after each hidden layer.
     dropout : float, default=0.0
@@ -1342,7 +1345,7 @@ class TopKClassifier(_BaseTopKClassifier):
     }
 
     def __init__(self, k=5, epsilon=1.0, n_perturbations=10, loss="topk_hinge",
-                 hidden_layer_sizes=(256,), activation="relu", dropout=0.0, module=None,
+                 hidden_layer_sizes=(512,), activation="relu", dropout=0.0, module=None,
                  optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4, batch_size=256,
                  max_epochs=100, early_stopping=True, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, device="auto", random_state=None,
@@ -1446,7 +1449,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
     }
 
     def __init__(self, k=5, epsilon=0.2, n_perturbations=5, max_margin=0.4, scale=60.0,
-                 loss="topk_hinge", hidden_layer_sizes=(256,), activation="relu", dropout=0.0,
+                 loss="topk_hinge", hidden_layer_sizes=(512,), activation="relu", dropout=0.0,
                  module=None, optimizer="adamw", learning_rate=1e-3, weight_decay=1e-4,
                  batch_size=256, max_epochs=100, early_stopping=True, validation_fraction=0.1,
                  n_iter_no_change=10, class_weight=None, device="auto", random_state=None,

@@ -154,7 +154,7 @@ class MLP(nn.Module):
     ----------
     n_features : int
     n_classes : int
-    hidden_layer_sizes : tuple of int, default=(256,)
+    hidden_layer_sizes : tuple of int, default=(512,)
         Width of each hidden layer; ``()`` gives a linear model.
     activation : {"relu", "gelu", "tanh", "logistic", "identity"}, default="relu"
     dropout : float, default=0.0
@@ -173,7 +173,7 @@ class MLP(nn.Module):
     torch.Size([2, 3])
     """
 
-    def __init__(self, n_features, n_classes, hidden_layer_sizes=(256,), activation="relu",
+    def __init__(self, n_features, n_classes, hidden_layer_sizes=(512,), activation="relu",
                  dropout=0.0, cosine_head=False, generator=None):
         super().__init__()
         layers = []
