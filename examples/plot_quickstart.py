@@ -183,8 +183,8 @@ for name, model in models.items():
 # balanced hinge, selected and early-stopped on the plain top-5 accuracy, is
 # level with cross-entropy in macro top-5 (0.342 both). These
 # are single runs on one split: over five splits of the full data set, with
-# every estimator at its defaults, the imbalanced hinge gains 3.2 points of
-# macro top-5 over cross-entropy and loses 1.5 points of top-5. Decide which average matters
+# every estimator at its defaults, the imbalanced hinge gains 2.6 points of
+# macro top-5 over cross-entropy and loses 0.8 points of top-5. Decide which average matters
 # for your application and select on it, with the matching scorer, e.g.
 # ``make_top_k_scorer(5, average="macro")``.
 #
