@@ -122,3 +122,28 @@ def test_estimators_train_on_sparse_batches_like_on_dense_arrays(Estimator, loss
     dense_fit = Estimator(**params).fit(X.toarray(), y)
     np.testing.assert_allclose(sparse_fit.decision_function(X),
                                dense_fit.decision_function(X.toarray()), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sparse_input_linear_on_cuda_matches_the_cpu_layer():
+    # The embedding bag and the column scatter on the GPU, against the same layer
+    # on the CPU (itself checked against dense above), forward and weight gradient.
+    X = _random_csr(300, 5000, 0.005, 5)
+    layer = SparseInputLinear(5000, 32)
+    upstream = torch.randn(300, 32, generator=torch.Generator().manual_seed(2))
+    results = []
+    for device in ("cpu", "cuda"):
+        copy = SparseInputLinear(5000, 32).to(device)
+        copy.load_state_dict(layer.state_dict())
+        out = copy(csr_to_torch(X).to(device))
+        (out * upstream.to(device)).sum().backward()
+        results.append([out.detach().cpu(), *(p.grad.cpu() for p in copy.parameters())])
+    for got, expected in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fused_adam_is_probed_on_cuda():
+    from sktopk._classifier import _fused_adam_works
+
+    assert _fused_adam_works("cuda")
