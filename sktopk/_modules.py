@@ -92,9 +92,10 @@ class _SparseRowsTimesWeight(torch.autograd.Function):
 
     torch's own sparse matmul takes about 3x as long on CPU (forward and
     backward; 50,000 columns, 256 rows of 33 non-zeros, 256 outputs): its
-    backward builds the gradient through a transposed sparse product. The forward is an embedding bag over
-    ``W.T`` (a view: no copy); the backward scatters ``grad[row] * value`` into
-    the columns of a gradient laid out like ``W``.
+    backward builds the gradient through a transposed sparse product. The
+    forward is an embedding bag over ``W.T`` (a view: no copy); the backward
+    scatters ``grad[row] * value`` into the columns of a gradient laid out like
+    ``W``.
     """
 
     @staticmethod
