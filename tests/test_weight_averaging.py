@@ -140,3 +140,20 @@ def test_partial_fit_trains_without_averaging(data):
     a = TopKClassifier(**FAST, weight_averaging=2.0).partial_fit(X, y, classes=np.unique(y))
     b = TopKClassifier(**FAST).partial_fit(X, y, classes=np.unique(y))
     np.testing.assert_array_equal(a.decision_function(X), b.decision_function(X))
+
+
+def test_averaging_with_deferred_reweighting_restarts_at_the_switch(data):
+    # DRW's switch on a plateau loads the best weights so far; the average must
+    # restart there (the unit test above), and the whole fit must still end on
+    # the averaged weights of its best epoch.
+    X, y = data
+    clf, rec = _fit_recording(ImbalancedTopKClassifier, X, y, max_epochs=16, n_iter_no_change=2,
+                              drw_start=0.9, weight_averaging=1.0)
+    switched = [row.get("drw", False) for row in clf.history_]
+    assert any(switched) and not all(switched)
+    scores = [row["valid_topk"] for row in clf.history_]
+    best = scores.index(max(scores))
+    if best < len(rec.epoch_ends):
+        for got, expected in zip(clf.module_.parameters(), rec.epoch_ends[best], strict=True):
+            torch.testing.assert_close(got.detach(), expected, rtol=0, atol=0)
+    assert np.isfinite(clf.decision_function(X)).all()
