@@ -488,9 +488,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
     def _make_callbacks(self, valid_data, n_classes, train_data=None, partial=False):
         """Every callback of a fit call, in order: the one place they are built.
 
-        ``fit`` gets the hold-out monitor and early stopping, deferred re-weighting
-        and the learning-rate schedule; ``partial_fit`` (one epoch per call) none
-        of these.
+        ``fit`` gets the hold-out monitor and early stopping, deferred re-weighting,
+        weight averaging and the learning-rate schedule; ``partial_fit`` (one epoch
+        per call) none of these.
         """
         callbacks = [("finite_loss_guard", FiniteLossGuard())]
         drw = None
