@@ -17,6 +17,8 @@ top-K SVM of Berrada et al. This script tests each claim here:
   with 0, 20 and 40% label noise, with the paired difference to cross-entropy;
   ``--datasets languages_lt``: the long-tailed languages of ``study_long_tail.py``;
   ``--features raw``: the sparse tf-idf columns themselves instead of the SVD;
+  ``--features char``: a character CNN encoder trained end to end with each
+  loss (``char_cnn.py``), through the estimators' ``module`` parameter;
   ``--noise-mode block``: the paper's label noise (within blocks of 5 classes).
 
 Protocol (the same for every method): per seed, a stratified 60/20/20
@@ -79,8 +81,22 @@ def split_three_ways(y, rng, valid=0.2, test=0.2):
     return tuple(np.sort(np.concatenate(part)) for part in (train, val, tst))
 
 
+def char_codes(texts, parts):
+    """Character codes of each part (``char_cnn.CharVocabulary`` fitted on the training
+    texts, rows as long as the 99th percentile of their lengths), and the vocabulary size."""
+    from char_cnn import CharVocabulary
+
+    train = [texts[i] for i in parts[0]]
+    length = int(np.ceil(np.percentile([len(text) for text in train], 99)))
+    vocabulary = CharVocabulary(max_length=length).fit(train)
+    return (*(vocabulary.transform([texts[i] for i in p]) for p in parts), vocabulary.size_)
+
+
 def featurize(texts, parts, seed, features="svd"):
-    """tf-idf + SVD 256 (``"svd"``), or the sparse tf-idf matrix itself (``"raw"``)."""
+    """tf-idf + SVD 256 (``"svd"``), the sparse tf-idf matrix itself (``"raw"``), or
+    character codes for a network that learns its own encoder (``"char"``)."""
+    if features == "char":
+        return char_codes(texts, parts)[:-1]
     n_components = 256 if features == "svd" else None
     vectorizer = make_text_vectorizer(n_components=n_components, random_state=seed)
     train = vectorizer.fit_transform([texts[i] for i in parts[0]]).astype(np.float32)
@@ -302,7 +318,12 @@ def part_defaults(seeds, datasets=("cities", "languages"), methods=None, feature
                 texts, target = list(data.data), data.target
             rng = np.random.default_rng(seed)
             parts = split_three_ways(target, rng)
-            X_train, _, X_test = featurize(texts, parts, seed, features)
+            if features == "char":
+                from char_cnn import char_cnn_module
+
+                X_train, _, X_test, vocabulary_size = char_codes(texts, parts)
+            else:
+                X_train, _, X_test = featurize(texts, parts, seed, features)
             y_train, _, y_test = (target[p] for p in parts)
             for noise in ((0.0, 0.2, 0.4) if dataset == "languages" else (0.0,)):
                 noisy = (corrupt_labels(y_train, noise, mode=noise_mode, random_state=seed)
@@ -310,6 +331,9 @@ def part_defaults(seeds, datasets=("cities", "languages"), methods=None, feature
                 for name, (Estimator, params) in DEFAULTS[dataset].items():
                     if methods and name not in methods:
                         continue
+                    if features == "char":  # the encoder trains end to end with the loss
+                        params = {**params, "module": char_cnn_module(
+                            vocabulary_size, cosine_head=Estimator is ImbalancedTopKClassifier)}
                     clf = Estimator(**params, random_state=seed)
                     start = time.perf_counter()
                     clf.fit(X_train, noisy)
@@ -403,9 +427,10 @@ def main(argv=None):
                         help="for 'cities' and 'defaults': a subset of the methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--features", choices=["svd", "raw"], default="svd",
-                        help="for 'defaults': tf-idf + SVD 256, or the raw sparse tf-idf "
-                             "columns fed to the first layer")
+    parser.add_argument("--features", choices=["svd", "raw", "char"], default="svd",
+                        help="for 'defaults': tf-idf + SVD 256, the raw sparse tf-idf "
+                             "columns fed to the first layer, or character codes fed to a "
+                             "character CNN trained end to end (benchmarks/char_cnn.py)")
     parser.add_argument("--noise-mode", choices=["uniform", "block"], default="uniform",
                         help="for 'defaults': how corrupted labels are drawn (corrupt_labels' "
                              "mode; 'block' keeps them within blocks of 5 classes, the "
