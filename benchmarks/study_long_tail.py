@@ -222,6 +222,8 @@ SETTINGS = {
     "imb wd1e-3": ("imb", {**NO_TAU, "weight_decay": 1e-3}),
     "ce drop.3": ("topk", {"loss": "cross_entropy", "dropout": 0.3}),
     "ce wd1e-2": ("topk", {"loss": "cross_entropy", "weight_decay": 1e-2}),
+    # After round 6 ("imb" means weight decay 1e-3 from commit 60e33fe on): the old default.
+    "imb wd1e-4": ("imb", {**NO_TAU, "weight_decay": 1e-4}),
 }
 
 
