@@ -93,10 +93,7 @@ def char_codes(texts, parts):
 
 
 def featurize(texts, parts, seed, features="svd"):
-    """tf-idf + SVD 256 (``"svd"``), the sparse tf-idf matrix itself (``"raw"``), or
-    character codes for a network that learns its own encoder (``"char"``)."""
-    if features == "char":
-        return char_codes(texts, parts)[:-1]
+    """tf-idf + SVD 256 (``"svd"``), or the sparse tf-idf matrix itself (``"raw"``)."""
     n_components = 256 if features == "svd" else None
     vectorizer = make_text_vectorizer(n_components=n_components, random_state=seed)
     train = vectorizer.fit_transform([texts[i] for i in parts[0]]).astype(np.float32)
@@ -159,6 +156,13 @@ def provenance():
     return dict(_PROVENANCE)
 
 
+def t_half_width(diffs):
+    """Half-width of the 95% t-interval of the mean of ``diffs`` (NaN for fewer than two)."""
+    if len(diffs) < 2:
+        return np.nan
+    return stats.t.ppf(0.975, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+
+
 def paired_difference(rows, metric, baseline, group_keys=()):
     """Mean paired difference to ``baseline`` (same seed and group) with its 95% t-interval."""
     by_key = {}
@@ -179,7 +183,7 @@ def paired_difference(rows, metric, baseline, group_keys=()):
                 continue
             mean = diffs.mean()
             if len(diffs) > 1:
-                half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+                half = t_half_width(diffs)
                 interval = f"[{mean - half:+.1f}, {mean + half:+.1f}]"
             else:
                 interval = "-"

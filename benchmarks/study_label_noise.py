@@ -49,10 +49,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from reproduce_paper import featurize, provenance, split_three_ways  # noqa: E402
+from reproduce_paper import provenance, t_half_width  # noqa: E402
+from sweep_defaults import load_split  # noqa: E402
 
 from sktopk import TopKClassifier  # noqa: E402
-from sktopk.datasets import corrupt_labels, load_languages  # noqa: E402
+from sktopk.datasets import corrupt_labels  # noqa: E402
 from sktopk.metrics import top_k_accuracy_score  # noqa: E402
 
 K = 5
@@ -71,19 +72,10 @@ SETTINGS = {
 }
 
 
-def load_split(seed):
-    """Training features and labels, validation features and labels (clean)."""
-    bunch = load_languages()
-    texts, target = list(bunch.data), bunch.target
-    parts = split_three_ways(target, np.random.default_rng(seed))
-    X_train, X_val, _ = featurize(texts, parts, seed)
-    return X_train, target[parts[0]], X_val, target[parts[1]]
-
-
 def run(settings, seeds, noises, out):
     info = provenance()
     for seed in seeds:
-        X_train, y_train, X_val, y_val = load_split(seed)
+        X_train, y_train, X_val, y_val = load_split("languages", seed, noise=0.0)  # clean
         for noise in noises:
             noisy_train = (corrupt_labels(y_train, noise, random_state=seed)
                            if noise else y_train)
@@ -133,7 +125,7 @@ def compare(paths, reference="hinge", commits=None):
                              for s in seeds if s in ce]) * 100
             d_ref = np.array([by_seed[s]["val_clean"][1] - ref[s]["val_clean"][1]
                               for s in seeds if s in ref]) * 100
-            half = (1.96 * d_ce.std(ddof=1) / np.sqrt(len(d_ce))) if len(d_ce) > 1 else np.nan
+            half = t_half_width(d_ce)
             gains.setdefault(setting, {})[noise] = d_ref.mean() if len(d_ref) else np.nan
             epochs = np.mean([by_seed[s]["epochs"] for s in seeds])
             lines.append(f"| {noise:.1f} | {setting} | {len(seeds)} | {epochs:.0f} | "
