@@ -109,6 +109,8 @@ class StagedEarlyStopping(EarlyStopping):
     def on_train_begin(self, net, **kwargs):
         super().on_train_begin(net, **kwargs)
         self.second_stage_ = False
+        # The first stage's best epoch, when a plateau restored it at the switch.
+        self.rewound_to_ = None
 
     def on_epoch_end(self, net, **kwargs):
         drw = self.deferred
@@ -117,6 +119,7 @@ class StagedEarlyStopping(EarlyStopping):
             if not self._is_score_improved(score) and self.misses_ + 1 >= self.patience:
                 if self.load_best and self.best_model_weights_ is not None:
                     net.module_.load_state_dict(self.best_model_weights_)
+                    self.rewound_to_ = self.best_epoch_
                 drw.switch(net)
                 self.second_stage_ = True
                 self.misses_ = 0
@@ -127,3 +130,42 @@ class StagedEarlyStopping(EarlyStopping):
             self.second_stage_ = True
             self.misses_ = 0
         super().on_epoch_end(net, **kwargs)
+
+
+def replay_plan(early_stopping, deferred):
+    """What a refit on all the rows replays of a fit that early stopping ended.
+
+    The refit trains as many epochs as led to the restored weights, and switches
+    deferred re-weighting on at the same point of that path. After a plateau
+    switch, the weights were rewound to the first stage's best epoch b, so the
+    path is b unweighted epochs followed by the re-weighted epochs up to the
+    overall best one.
+
+    Parameters
+    ----------
+    early_stopping : StagedEarlyStopping
+        After training: ``best_epoch_`` is the epoch (1-based, over the whole
+        history) whose weights were restored.
+    deferred : DeferredReweighting or None
+        After training, or None without re-weighting.
+
+    Returns
+    -------
+    epochs : int
+        Epochs of the refit.
+    reweight_from : int or None
+        1-based epoch of the refit from which the class weights apply; None: never.
+    """
+    best = int(early_stopping.best_epoch_)
+    switched = None if deferred is None else deferred.switched_at_
+    if switched is None:
+        return best, None
+    rewound = getattr(early_stopping, "rewound_to_", None)
+    if rewound is None:
+        # Switched at its start epoch: the weights applied from epoch ``switched`` on.
+        return best, (switched if best >= switched else None)
+    # A plateau at the end of epoch ``switched`` rewound to ``rewound``; the
+    # weights applied from the next epoch on.
+    if best <= switched:
+        return best, None
+    return rewound + best - switched, rewound + 1

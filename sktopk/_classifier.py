@@ -26,6 +26,7 @@ from ._class_balance import (
     DeferredReweighting,
     StagedEarlyStopping,
     effective_number_weights,
+    replay_plan,
 )
 from ._combined import HingeWithCrossEntropy
 from ._docstring import Substitution
@@ -274,6 +275,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         "logit_adjustment": [Interval(Real, 0, _FLOAT32_MAX, closed="left"),
                              StrOptions({"auto"})],
         "weight_averaging": [Interval(Real, 0, _FLOAT32_MAX, closed="right"), None],
+        "refit": ["boolean"],
     }
 
     def __init__(self, *, k, epsilon, n_perturbations, loss, hidden_layer_sizes, activation,
@@ -281,7 +283,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                  max_epochs, early_stopping, validation_fraction, n_iter_no_change,
                  class_weight, device, random_state, verbose, warm_start, callbacks,
                  loss_params, precision, monitor, lr_schedule, warmup_epochs, drw_start,
-                 ce_weight, logit_adjustment, weight_averaging):
+                 ce_weight, logit_adjustment, weight_averaging, refit):
         self.k = k
         self.epsilon = epsilon
         self.n_perturbations = n_perturbations
@@ -313,6 +315,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         self.ce_weight = ce_weight
         self.logit_adjustment = logit_adjustment
         self.weight_averaging = weight_averaging
+        self.refit = refit
 
     # ----------------------------------------------------------------- checks
     def _check_params(self):
@@ -485,19 +488,24 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 "class of y."
             )
 
-    def _make_callbacks(self, valid_data, n_classes, train_data=None, partial=False):
+    def _make_callbacks(self, valid_data, n_classes, train_data=None, partial=False,
+                        reweight_from="drw_start"):
         """Every callback of a fit call, in order: the one place they are built.
 
         ``fit`` gets the hold-out monitor and early stopping, deferred re-weighting,
         weight averaging and the learning-rate schedule; ``partial_fit`` (one epoch
-        per call) none of these.
+        per call) none of these. A refit passes the epoch its re-weighting starts
+        at (None: never) instead of the one ``drw_start`` gives.
         """
         callbacks = [("finite_loss_guard", FiniteLossGuard())]
         drw = None
-        if self.drw_start is not None and not partial:
+        if reweight_from == "drw_start":
+            reweight_from = (None if self.drw_start is None
+                             else int(np.floor(self.drw_start * self.max_epochs)) + 1)
+        if reweight_from is not None and not partial:
             counts = np.bincount(train_data.y.cpu().numpy(), minlength=n_classes)
-            start = int(np.floor(self.drw_start * self.max_epochs)) + 1
-            drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA), start)
+            drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA),
+                                      reweight_from)
             callbacks.append(("deferred_reweighting", drw))
         if self.weight_averaging is not None and not partial:
             # Before the monitor and early stopping: they must see the averaged weights.
@@ -698,25 +706,24 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         if not reset:
             self._restore_optimizer(net)
 
-        # The built-in MLP draws dropout masks from its own generator; a user
-        # module may read the global RNG, which is then seeded and restored.
-        rng_guard = (nullcontext() if architecture["kind"] == "mlp"
-                     else _seeded_global_rng(seeds["dropout"], device))
-        with limited_torch_threads(thread_budget()), rng_guard:
-            set_dropout_generator(net.module_, torch.Generator(device=device).manual_seed(
-                seeds["dropout"]))
-            try:
-                net.partial_fit(train_data, None, epochs=1 if partial else self.max_epochs)
-            finally:
-                set_dropout_generator(net.module_, None)
-        if not all(bool(torch.isfinite(p).all()) for p in net.module_.parameters()):
-            raise ValueError(
-                "The network's weights became NaN or infinite: the optimisation diverged. "
-                f"Lower learning_rate (now {self.learning_rate}), standardise the features, "
-                "or check them for extreme values."
-            )
-
+        refit = self.refit and valid_data is not None
+        # The refit starts where this fit starts (fresh or continued weights).
+        start_module = copy.deepcopy(module) if refit else None
+        self._train(net, train_data, 1 if partial else self.max_epochs, architecture, seeds,
+                    device)
         logit_adjustment = self._choose_logit_adjustment(net.module_, valid_data, n_classes)
+        history = list(net.history)
+        if refit:
+            epochs, reweight_from = replay_plan(dict(net.callbacks_)["early_stopping"],
+                                                dict(net.callbacks_).get("deferred_reweighting"))
+            callbacks = self._make_callbacks(None, n_classes, data, reweight_from=reweight_from)
+            criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
+                                             n_classes)
+            net = self._build_net(start_module, criterion, device, seeds, callbacks)
+            if not reset:
+                self._restore_optimizer(net)
+            self._train(net, data, epochs, architecture, seeds, device)
+            history += [{**row, "refit": True} for row in net.history]
 
         # Success: publish the new fitted state.
         self.logit_adjustment_ = logit_adjustment
@@ -729,10 +736,30 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         self.device_ = str(device)
         start = len(self.history_)
         epochs = [{**{key: value for key, value in row.items() if key != "batches"},
-                   "epoch": start + index + 1} for index, row in enumerate(net.history)]
+                   "epoch": start + index + 1} for index, row in enumerate(history)]
         self.history_ = self.history_ + epochs
         self.n_iter_ = len(self.history_)
         return self
+
+    def _train(self, net, data, epochs, architecture, seeds, device):
+        """Train ``net`` for ``epochs`` epochs (fewer if early stopping ends it)."""
+        # The built-in MLP draws dropout masks from its own generator; a user
+        # module may read the global RNG, which is then seeded and restored.
+        rng_guard = (nullcontext() if architecture["kind"] == "mlp"
+                     else _seeded_global_rng(seeds["dropout"], device))
+        with limited_torch_threads(thread_budget()), rng_guard:
+            set_dropout_generator(net.module_, torch.Generator(device=device).manual_seed(
+                seeds["dropout"]))
+            try:
+                net.partial_fit(data, None, epochs=epochs)
+            finally:
+                set_dropout_generator(net.module_, None)
+        if not all(bool(torch.isfinite(p).all()) for p in net.module_.parameters()):
+            raise ValueError(
+                "The network's weights became NaN or infinite: the optimisation diverged. "
+                f"Lower learning_rate (now {self.learning_rate}), standardise the features, "
+                "or check them for extreme values."
+            )
 
     def _sample_weight(self, X, y, sample_weight):
         weight = None
@@ -1261,6 +1288,18 @@ _SHARED_PARAMETERS = """
         with; training itself goes on from the raw weights. ``fit`` only
         (``partial_fit`` trains one epoch per call without it). None: the
         last step's weights.
+    refit : bool, default=False
+        With early stopping: once the first network has stopped, train a second
+        one on all of X (the hold-out included) for as many epochs as led to the
+        first one's restored weights, from the same starting weights and with
+        the same seeds, deferred re-weighting switched on at the same point, and
+        keep it. It costs about 1.8x the fit time. ``logit_adjustment="auto"``
+        chooses tau with the first network on the hold-out. Every class gains
+        its held-out rows (about ``validation_fraction`` of it), but the epoch
+        count is no longer checked on data the network has not seen: it helped
+        on two long-tailed data sets of 20,000 and 30,000 rows and hurt on one of
+        2,000 (see the user guide). No effect without early stopping, whose fit
+        already trains on all of X.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -1354,7 +1393,7 @@ class TopKClassifier(_BaseTopKClassifier):
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="top_k", lr_schedule="constant",
                  warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0,
-                 weight_averaging=None):
+                 weight_averaging=None, refit=False):
         super().__init__(
             k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
@@ -1366,7 +1405,7 @@ class TopKClassifier(_BaseTopKClassifier):
             callbacks=callbacks, loss_params=loss_params, precision=precision,
             monitor=monitor, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
             drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment,
-            weight_averaging=weight_averaging)
+            weight_averaging=weight_averaging, refit=refit)
 
     def _loss_class(self):
         return {"topk_hinge": TopKHingeLoss, "smooth_svm": SmoothTopKSVMLoss,
@@ -1458,7 +1497,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="macro_top_k", lr_schedule="constant",
                  warmup_epochs=0, drw_start=None, ce_weight="auto", logit_adjustment=1.5,
-                 weight_averaging=None):
+                 weight_averaging=None, refit=False):
         super().__init__(
             k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
@@ -1470,7 +1509,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
             callbacks=callbacks, loss_params=loss_params, precision=precision,
             monitor=monitor, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
             drw_start=drw_start, ce_weight=ce_weight, logit_adjustment=logit_adjustment,
-            weight_averaging=weight_averaging)
+            weight_averaging=weight_averaging, refit=refit)
         self.max_margin = max_margin
         self.scale = scale
 

@@ -4,7 +4,7 @@ import torch
 from sklearn.datasets import make_classification
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
-from sktopk._class_balance import ClassWeightedLoss, effective_number_weights
+from sktopk._class_balance import ClassWeightedLoss, effective_number_weights, replay_plan
 
 FAST = {"k": 2, "hidden_layer_sizes": (16,), "batch_size": 64, "device": "cpu"}
 
@@ -90,3 +90,42 @@ def test_a_switch_at_the_start_epoch_restarts_the_patience(data):
     staged = TopKClassifier(**common, drw_start=0.1).fit(X, y)
     assert staged.n_iter_ == 4
     assert [row["drw"] for row in staged.history_] == [False, False, True, True]
+
+
+class _Stopped:
+    def __init__(self, best_epoch, rewound_to=None):
+        self.best_epoch_, self.rewound_to_ = best_epoch, rewound_to
+
+
+class _Switched:
+    def __init__(self, switched_at):
+        self.switched_at_ = switched_at
+
+
+@pytest.mark.parametrize(("best", "rewound", "switched", "plan"), [
+    (7, None, None, (7, None)),  # no re-weighting, or it never switched
+    (9, None, 5, (9, 5)),  # switched at its start epoch 5: weighted from epoch 5
+    (4, None, 5, (4, None)),  # ... but the best epoch came before it
+    (5, None, 5, (5, 5)),
+    # A plateau at the end of epoch 8 rewound to epoch 3; the best epoch is the
+    # 4th of the weighted stage (epoch 12), reached by 3 + 4 epochs.
+    (12, 3, 8, (7, 4)),
+    (3, 3, 8, (3, None)),  # the weighted stage never beat the rewound epoch
+])
+def test_replay_plan(best, rewound, switched, plan):
+    deferred = None if switched is None else _Switched(switched)
+    assert replay_plan(_Stopped(best, rewound), deferred) == plan
+    if switched is None:
+        assert replay_plan(_Stopped(best, rewound), _Switched(None)) == plan
+
+
+def test_a_plateau_switch_records_the_epoch_it_rewound_to(data):
+    X, y = data
+    common = dict(**FAST, learning_rate=1e-12, n_iter_no_change=2, max_epochs=20,
+                  random_state=0)
+    staged = TopKClassifier(**common, drw_start=1.0).fit(X, y)
+    callbacks = dict(staged._net.callbacks_)
+    # Epoch 1 is the best; the plateau at the end of epoch 3 rewinds to it.
+    assert callbacks["early_stopping"].rewound_to_ == 1
+    assert callbacks["deferred_reweighting"].switched_at_ == 3
+    assert replay_plan(callbacks["early_stopping"], callbacks["deferred_reweighting"]) == (1, None)

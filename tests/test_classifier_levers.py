@@ -5,8 +5,10 @@ import pytest
 import torch
 from sklearn.datasets import make_classification
 from sklearn.metrics import balanced_accuracy_score
+from skorch.callbacks import Callback
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
+from sktopk._class_balance import replay_plan
 from sktopk._combined import HingeWithCrossEntropy
 from sktopk._logit_adjusted import log_class_prior
 from sktopk.losses import TopKHingeLoss
@@ -32,6 +34,8 @@ def data():
     ({"ce_weight": -0.1}, ValueError, "ce_weight"),
     ({"logit_adjustment": "yes"}, ValueError, "logit_adjustment"),
     ({"logit_adjustment": -1.0}, ValueError, "logit_adjustment"),
+    ({"refit": "yes"}, TypeError, "refit"),
+    ({"refit": 1}, TypeError, "refit"),
 ])
 def test_bad_lever_values_are_clear_errors(Estimator, params, error, match, data):
     X, y = data
@@ -163,3 +167,83 @@ def test_built_in_adam_takes_the_fused_step_where_torch_has_it(optimizer, fused,
     expected = fused if (fused is None or _fused_adam_works("cpu")) else None
     # torch records fused=None (its default) for optimizers that were not asked for it.
     assert seen["fused"] in ((expected,) if expected else (None, False))
+
+
+# --------------------------------------------------------------------- refit
+REFIT = {**FAST, "max_epochs": 30, "n_iter_no_change": 3}
+
+
+def _best_epoch(clf):
+    """The first best hold-out score in ``history_`` (early stopping's restored epoch)."""
+    return 1 + int(np.argmax([row["valid_topk"] for row in clf.history_
+                              if not row.get("refit")]))
+
+
+@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
+def test_refit_is_a_second_fit_on_all_rows_for_the_best_epoch_count(Estimator, data):
+    X, y = data
+    first = Estimator(**REFIT).fit(X, y)
+    best = _best_epoch(first)
+    assert best < first.n_iter_  # early stopping did stop: the refit has something to replay
+    by_hand = Estimator(**{**REFIT, "early_stopping": False, "max_epochs": best}).fit(X, y)
+    refit = Estimator(**REFIT, refit=True).fit(X, y)
+    np.testing.assert_array_equal(refit.decision_function(X), by_hand.decision_function(X))
+    flags = [row.get("refit", False) for row in refit.history_]
+    assert flags == [False] * first.n_iter_ + [True] * best
+    assert refit.n_iter_ == first.n_iter_ + best
+    assert [row["epoch"] for row in refit.history_] == list(range(1, refit.n_iter_ + 1))
+    # The first fit's hold-out scores are kept; the refit has no hold-out to score.
+    assert [row["valid_topk"] for row in refit.history_[:first.n_iter_]] == [
+        row["valid_topk"] for row in first.history_]
+    assert all("valid_topk" not in row for row in refit.history_[first.n_iter_:])
+
+
+def test_refit_replays_deferred_reweighting(data):
+    X, y = data
+    params = {**REFIT, "drw_start": 0.2, "max_epochs": 20}
+    first = ImbalancedTopKClassifier(**params).fit(X, y)
+    callbacks = dict(first._net.callbacks_)
+    epochs, reweight_from = replay_plan(callbacks["early_stopping"],
+                                        callbacks["deferred_reweighting"])
+    assert reweight_from is not None  # this data makes the re-weighted stage count
+    # The same path by hand: re-weighting from epoch floor(drw_start * max_epochs) + 1.
+    by_hand = ImbalancedTopKClassifier(**{
+        **params, "early_stopping": False, "max_epochs": epochs,
+        "drw_start": (reweight_from - 0.5) / epochs}).fit(X, y)
+    refit = ImbalancedTopKClassifier(**params, refit=True).fit(X, y)
+    np.testing.assert_array_equal(refit.decision_function(X), by_hand.decision_function(X))
+    replayed = [row["drw"] for row in refit.history_ if row.get("refit")]
+    assert replayed == [epoch >= reweight_from for epoch in range(1, epochs + 1)]
+
+
+def test_refit_keeps_the_tau_chosen_on_the_hold_out(data):
+    X, y = data
+    plain = ImbalancedTopKClassifier(**REFIT, logit_adjustment="auto").fit(X, y)
+    refit = ImbalancedTopKClassifier(**REFIT, logit_adjustment="auto", refit=True).fit(X, y)
+    assert refit.logit_adjustment_ == plain.logit_adjustment_
+
+
+def test_refit_without_early_stopping_changes_nothing(data):
+    X, y = data
+    params = {**FAST, "early_stopping": False}
+    plain = TopKClassifier(**params).fit(X, y)
+    refit = TopKClassifier(**params, refit=True).fit(X, y)
+    np.testing.assert_array_equal(refit.decision_function(X), plain.decision_function(X))
+    assert refit.n_iter_ == plain.n_iter_ and not any(r.get("refit") for r in refit.history_)
+
+
+def test_refit_of_a_warm_start_starts_from_the_previous_weights(data):
+    starts = []
+
+    class StartingWeights(Callback):
+        def on_train_begin(self, net, **kwargs):
+            starts.append([p.detach().clone() for p in net.module_.parameters()])
+
+    X, y = data
+    clf = TopKClassifier(**REFIT, warm_start=True).fit(X, y)
+    previous = [p.detach().clone() for p in clf.module_.parameters()]
+    clf.set_params(refit=True, callbacks=[("starts", StartingWeights())]).fit(X, y)
+    assert len(starts) == 2  # the continued fit, then its refit
+    for weights in starts:
+        for got, want in zip(weights, previous, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
