@@ -35,8 +35,10 @@ def _expected_failed_checks(estimator):
 
 
 @parametrize_with_checks(
-    # Default parameters: only the two sample-weight checks above may fail.
-    [TopKClassifier(random_state=0), ImbalancedTopKClassifier(random_state=0)],
+    # Default parameters: only the two sample-weight checks above may fail. The
+    # refit (a second training path in fit) has to pass the same checks.
+    [TopKClassifier(random_state=0), ImbalancedTopKClassifier(random_state=0),
+     ImbalancedTopKClassifier(refit=True, random_state=0)],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_common_checks(estimator, check):
