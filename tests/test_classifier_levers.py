@@ -247,3 +247,41 @@ def test_refit_of_a_warm_start_starts_from_the_previous_weights(data):
     for weights in starts:
         for got, want in zip(weights, previous, strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ------------------------------------------- the monitor ranks what predict does
+def test_the_monitor_ranks_the_adjusted_scores_the_estimator_predicts_with(data):
+    X, y = data
+    X = X.astype(np.float32)
+    params = {**FAST, "max_epochs": 1, "monitor": "macro_top_k"}
+    clf = ImbalancedTopKClassifier(**params, logit_adjustment=1.5).fit(X, y)
+    holdout = dict(clf._net.callbacks_)["valid_topk"].data
+    with torch.no_grad():
+        raw = clf.module_(torch.as_tensor(holdout.X)).double()
+    # The adjusted ranking, written out: s - tau * log(n_c / n) / scale.
+    prior = np.bincount(y) / len(y)
+    adjusted = raw.numpy() - 1.5 * np.log(prior) / clf.scale
+    top = np.argsort(-adjusted, axis=1)[:, :clf.k_]
+    hit = (top == holdout.y.numpy()[:, None]).any(axis=1)
+    per_class = [hit[holdout.y.numpy() == c].mean() for c in np.unique(holdout.y.numpy())]
+    assert clf.history_[0]["valid_topk"] == pytest.approx(np.mean(per_class), abs=1e-6)
+    unadjusted = ImbalancedTopKClassifier(**params, logit_adjustment=0.0).fit(X, y)
+    assert unadjusted.history_[0]["valid_topk"] != clf.history_[0]["valid_topk"]
+
+
+@pytest.mark.parametrize("tau", [0.0, "auto"])
+def test_without_a_fixed_adjustment_the_monitor_ranks_raw_scores(tau, data):
+    X, y = data
+    raw = ImbalancedTopKClassifier(**FAST, logit_adjustment=0.0).fit(X, y)
+    other = ImbalancedTopKClassifier(**FAST, logit_adjustment=tau).fit(X, y)
+    assert [r["valid_topk"] for r in other.history_] == [r["valid_topk"] for r in raw.history_]
+
+
+def test_the_adjusted_monitor_changes_which_epoch_is_kept_not_the_path(data):
+    X, y = data
+    params = {**FAST, "max_epochs": 12, "early_stopping": True, "n_iter_no_change": 12}
+    raw = ImbalancedTopKClassifier(**params, logit_adjustment=0.0).fit(X, y)
+    adjusted = ImbalancedTopKClassifier(**params, logit_adjustment=1.5).fit(X, y)
+    # No early stop within 12 epochs: the same training path, scored two ways.
+    assert [r["train_loss"] for r in adjusted.history_] == [
+        r["train_loss"] for r in raw.history_]
