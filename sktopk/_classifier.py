@@ -32,11 +32,7 @@ from ._combined import HingeWithCrossEntropy
 from ._docstring import Substitution
 from ._focal import FocalLoss
 from ._ldam import LDAMLoss
-from ._logit_adjusted import (
-    LogitAdjustedCrossEntropyLoss,
-    log_class_prior,
-    posthoc_logit_adjust,
-)
+from ._logit_adjusted import LogitAdjustedCrossEntropyLoss, posthoc_logit_adjust
 from ._margins import class_margins
 from ._modules import ACTIVATIONS, MLP, set_dropout_generator
 from ._monitor import MONITORS, ValidationLoss
@@ -523,8 +519,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             else:
                 average = "macro" if self.monitor == "macro_top_k" else "micro"
                 callbacks.append(("valid_topk", ValidationTopKAccuracy(
-                    valid_data, self.k_, n_classes, average, precision=self.precision,
-                    shift=self._monitored_shift())))
+                    valid_data, self.k_, n_classes, average, precision=self.precision)))
                 key, lower = "valid_topk", False
             callbacks.append(("early_stopping", StagedEarlyStopping(
                 monitor=key, lower_is_better=lower, patience=self.n_iter_no_change,
@@ -542,18 +537,6 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         callbacks += [(name, copy.deepcopy(callback))
                       for name, callback in _check_callbacks(self.callbacks)]
         return callbacks
-
-    def _monitored_shift(self):
-        """The adjustment the hold-out monitor subtracts, as predictions do (None: none).
-
-        A fixed ``logit_adjustment`` is known before training; "auto" is chosen
-        after it, on the raw scores.
-        """
-        tau = self.logit_adjustment
-        if isinstance(tau, str) or tau == 0:
-            return None
-        scale = float(getattr(self, "scale", 1.0))
-        return (tau * log_class_prior(self.class_counts_) / scale).float()
 
     def _build_net(self, module, criterion, device, seeds, callbacks):
         optimizer, optimizer_params = self._optimizer_spec()

@@ -241,32 +241,20 @@ def average_hits(hits, target, n_classes, average):
 
 
 class ValidationTopKAccuracy(Callback):
-    """Record the top-k accuracy on held-out data as ``valid_topk`` after each epoch.
-
-    ``shift`` (per class, optional) is subtracted from the scores before ranking:
-    the estimators pass their post-hoc logit adjustment, so that the monitor
-    ranks what ``predict`` will.
-    """
+    """Record the top-k accuracy on held-out data as ``valid_topk`` after each epoch."""
 
     def __init__(self, data, k, n_classes, average="micro", batch_size=4096,
-                 precision="fp32", shift=None):
+                 precision="fp32"):
         self.data = data
         self.precision = precision
         self.k = k
         self.n_classes = n_classes
         self.average = average
         self.batch_size = batch_size
-        self.shift = shift
-
-    def _ranked(self, scores):
-        if self.shift is None:
-            return scores
-        return scores.float() - torch.as_tensor(self.shift, dtype=torch.float32,
-                                                device=scores.device)
 
     def on_epoch_end(self, net, **kwargs):
         hits = torch.cat([
-            top_k_hits(self._ranked(scores), self.data.y[start:start + len(scores)], self.k)
+            top_k_hits(scores, self.data.y[start:start + len(scores)], self.k)
             for start, scores in _with_offsets(iter_scores(net.module_, self.data,
                                                            self.batch_size, self.precision))
         ])
