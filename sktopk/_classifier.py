@@ -1298,8 +1298,8 @@ _SHARED_PARAMETERS = """
         its held-out rows (about ``validation_fraction`` of it), but the epoch
         count is no longer checked on data the network has not seen: it helped
         on two long-tailed data sets of 20,000 and 30,000 rows and hurt on one of
-        2,000 (see the user guide). No effect without early stopping, whose fit
-        already trains on all of X.
+        2,000 (see the user guide). Your ``callbacks`` run in both trainings. No
+        effect without early stopping, whose fit already trains on all of X.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -1315,9 +1315,12 @@ _SHARED_ATTRIBUTES = """
         The trained network.
     history_ : list of dict
         One dict per epoch: ``epoch``, ``train_loss``, ``valid_topk``, ``dur``...
-        Continued fits (``warm_start``, ``partial_fit``) append to it.
+        Continued fits (``warm_start``, ``partial_fit``) append to it; with
+        ``refit``, the second training's epochs follow the first's, marked
+        ``refit``.
     n_iter_ : int
-        Number of epochs run, continued fits included.
+        Number of epochs run, continued fits (and both trainings of ``refit``)
+        included.
     device_ : str
         Device the network lives on.
     class_counts_ : ndarray of shape (n_classes,)
