@@ -171,6 +171,8 @@ wd1e-3" is >= +0.3 points of macro top-5 and >= 0 of top-5, and no data set lose
 more than 0.5 points in either. "ce refit" is a question reported with it:
 ``TopKClassifier``'s defaults do not change this round, and if cross-entropy
 gains as much the note says so.
+A question after the decision (commit 643b55e): the same two settings in the
+``outside`` protocol, seeds 0-2.
 
 Round 9 (issue 10, twelfth session; rule fixed before any row of this round was
 read). Early stopping's hold-out monitor ranks the network's raw scores, while
