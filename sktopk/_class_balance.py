@@ -132,7 +132,7 @@ class StagedEarlyStopping(EarlyStopping):
         super().on_epoch_end(net, **kwargs)
 
 
-def replay_plan(early_stopping, deferred):
+def replay_plan(early_stopping, deferred, n_epochs):
     """What a refit on all the rows replays of a fit that early stopping ended.
 
     The refit trains as many epochs as led to the restored weights, and switches
@@ -148,6 +148,9 @@ def replay_plan(early_stopping, deferred):
         history) whose weights were restored.
     deferred : DeferredReweighting or None
         After training, or None without re-weighting.
+    n_epochs : int
+        Epochs the fit ran: what is replayed if no epoch ever improved the
+        monitored score (a NaN hold-out loss), since the last weights were kept.
 
     Returns
     -------
@@ -156,7 +159,7 @@ def replay_plan(early_stopping, deferred):
     reweight_from : int or None
         1-based epoch of the refit from which the class weights apply; None: never.
     """
-    best = int(early_stopping.best_epoch_)
+    best = int(early_stopping.best_epoch_) or int(n_epochs)
     switched = None if deferred is None else deferred.switched_at_
     if switched is None:
         return best, None

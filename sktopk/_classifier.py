@@ -714,8 +714,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         logit_adjustment = self._choose_logit_adjustment(net.module_, valid_data, n_classes)
         history = list(net.history)
         if refit:
-            epochs, reweight_from = replay_plan(dict(net.callbacks_)["early_stopping"],
-                                                dict(net.callbacks_).get("deferred_reweighting"))
+            stages = dict(net.callbacks_)
+            epochs, reweight_from = replay_plan(stages["early_stopping"],
+                                                stages.get("deferred_reweighting"),
+                                                len(net.history))
             callbacks = self._make_callbacks(None, n_classes, data, reweight_from=reweight_from)
             criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
                                              n_classes)

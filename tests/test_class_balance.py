@@ -111,12 +111,13 @@ class _Switched:
     # 4th of the weighted stage (epoch 12), reached by 3 + 4 epochs.
     (12, 3, 8, (7, 4)),
     (3, 3, 8, (3, None)),  # the weighted stage never beat the rewound epoch
+    (0, None, None, (20, None)),  # no epoch improved: the last weights were kept
 ])
 def test_replay_plan(best, rewound, switched, plan):
     deferred = None if switched is None else _Switched(switched)
-    assert replay_plan(_Stopped(best, rewound), deferred) == plan
+    assert replay_plan(_Stopped(best, rewound), deferred, 20) == plan
     if switched is None:
-        assert replay_plan(_Stopped(best, rewound), _Switched(None)) == plan
+        assert replay_plan(_Stopped(best, rewound), _Switched(None), 20) == plan
 
 
 def test_a_plateau_switch_records_the_epoch_it_rewound_to(data):
@@ -128,4 +129,5 @@ def test_a_plateau_switch_records_the_epoch_it_rewound_to(data):
     # Epoch 1 is the best; the plateau at the end of epoch 3 rewinds to it.
     assert callbacks["early_stopping"].rewound_to_ == 1
     assert callbacks["deferred_reweighting"].switched_at_ == 3
-    assert replay_plan(callbacks["early_stopping"], callbacks["deferred_reweighting"]) == (1, None)
+    assert replay_plan(callbacks["early_stopping"], callbacks["deferred_reweighting"],
+                       staged.n_iter_) == (1, None)

@@ -204,7 +204,7 @@ def test_refit_replays_deferred_reweighting(data):
     first = ImbalancedTopKClassifier(**params).fit(X, y)
     callbacks = dict(first._net.callbacks_)
     epochs, reweight_from = replay_plan(callbacks["early_stopping"],
-                                        callbacks["deferred_reweighting"])
+                                        callbacks["deferred_reweighting"], first.n_iter_)
     assert reweight_from is not None  # this data makes the re-weighted stage count
     # The same path by hand: re-weighting from epoch floor(drw_start * max_epochs) + 1.
     by_hand = ImbalancedTopKClassifier(**{
