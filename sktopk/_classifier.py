@@ -61,6 +61,10 @@ from ._training import (
 from ._validation import check_positive_int, reduce_loss
 from ._weight_averaging import WeightAveraging, batches_per_epoch
 
+# refit="auto" refits above this many rows: scikit-learn's threshold for
+# HistGradientBoosting's early_stopping="auto".
+_AUTO_REFIT_ROWS = 10_000
+
 _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {}),
     "adam": (torch.optim.Adam, {}),
@@ -275,7 +279,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         "logit_adjustment": [Interval(Real, 0, _FLOAT32_MAX, closed="left"),
                              StrOptions({"auto"})],
         "weight_averaging": [Interval(Real, 0, _FLOAT32_MAX, closed="right"), None],
-        "refit": ["boolean"],
+        "refit": ["boolean", StrOptions({"auto"})],
     }
 
     def __init__(self, *, k, epsilon, n_perturbations, loss, hidden_layer_sizes, activation,
@@ -706,7 +710,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         if not reset:
             self._restore_optimizer(net)
 
-        refit = self.refit and valid_data is not None
+        refit = valid_data is not None and (
+            len(y_idx) > _AUTO_REFIT_ROWS if isinstance(self.refit, str) else bool(self.refit))
         # The refit starts where this fit starts (fresh or continued weights).
         start_module = copy.deepcopy(module) if refit else None
         self._train(net, train_data, 1 if partial else self.max_epochs, architecture, seeds,
@@ -1290,7 +1295,7 @@ _SHARED_PARAMETERS = """
         with; training itself goes on from the raw weights. ``fit`` only
         (``partial_fit`` trains one epoch per call without it). None: the
         last step's weights.
-    refit : bool, default=False
+    refit : bool or "auto", default=False
         With early stopping: once the first network has stopped, train a second
         one on all of X (the hold-out included) for as many epochs as led to the
         first one's restored weights, from the same starting weights and with
@@ -1300,8 +1305,11 @@ _SHARED_PARAMETERS = """
         its held-out rows (about ``validation_fraction`` of it), but the epoch
         count is no longer checked on data the network has not seen: it helped
         on two long-tailed data sets of 20,000 and 30,000 rows and hurt on one of
-        2,000 (see the user guide). Your ``callbacks`` run in both trainings. No
-        effect without early stopping, whose fit already trains on all of X.
+        2,000 (see the user guide). "auto": refit when X has more than 10,000
+        rows (scikit-learn's threshold for ``early_stopping="auto"`` in
+        :class:`~sklearn.ensemble.HistGradientBoostingClassifier`). Your
+        ``callbacks`` run in both trainings. No effect without early stopping,
+        whose fit already trains on all of X.
 """
 
 _SHARED_ATTRIBUTES = """

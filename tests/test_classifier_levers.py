@@ -34,7 +34,7 @@ def data():
     ({"ce_weight": -0.1}, ValueError, "ce_weight"),
     ({"logit_adjustment": "yes"}, ValueError, "logit_adjustment"),
     ({"logit_adjustment": -1.0}, ValueError, "logit_adjustment"),
-    ({"refit": "yes"}, TypeError, "refit"),
+    ({"refit": "yes"}, ValueError, "refit"),
     ({"refit": 1}, TypeError, "refit"),
 ])
 def test_bad_lever_values_are_clear_errors(Estimator, params, error, match, data):
@@ -247,3 +247,15 @@ def test_refit_of_a_warm_start_starts_from_the_previous_weights(data):
     for weights in starts:
         for got, want in zip(weights, previous, strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_auto_refits_above_ten_thousand_rows(data, monkeypatch):
+    import sktopk._classifier as classifier
+
+    X, y = data
+    fits = {}
+    for rows in (len(y) - 1, len(y)):  # the threshold, scaled down: above it, then at it
+        monkeypatch.setattr(classifier, "_AUTO_REFIT_ROWS", rows)
+        clf = TopKClassifier(**REFIT, refit="auto").fit(X, y)
+        fits[rows] = any(row.get("refit") for row in clf.history_)
+    assert fits == {len(y) - 1: True, len(y): False}
