@@ -1295,7 +1295,7 @@ _SHARED_PARAMETERS = """
         with; training itself goes on from the raw weights. ``fit`` only
         (``partial_fit`` trains one epoch per call without it). None: the
         last step's weights.
-    refit : bool or "auto", default=False
+    refit : bool or "auto", default="auto"
         With early stopping: once the first network has stopped, train a second
         one on all of X (the hold-out included) for as many epochs as led to the
         first one's restored weights, from the same starting weights and with
@@ -1304,12 +1304,12 @@ _SHARED_PARAMETERS = """
         chooses tau with the first network on the hold-out. Every class gains
         its held-out rows (about ``validation_fraction`` of it), but the epoch
         count is no longer checked on data the network has not seen: it helped
-        on two long-tailed data sets of 20,000 and 30,000 rows and hurt on one of
-        2,000 (see the user guide). "auto": refit when X has more than 10,000
+        on three long-tailed data sets of 20,000 to 30,000 rows and hurt on one
+        of 2,000 (see the user guide). "auto": refit when X has more than 10,000
         rows (scikit-learn's threshold for ``early_stopping="auto"`` in
-        :class:`~sklearn.ensemble.HistGradientBoostingClassifier`). Your
-        ``callbacks`` run in both trainings. No effect without early stopping,
-        whose fit already trains on all of X.
+        :class:`~sklearn.ensemble.HistGradientBoostingClassifier`). ``False``
+        halves the fit time. Your ``callbacks`` run in both trainings. No effect
+        without early stopping, whose fit already trains on all of X.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -1406,7 +1406,7 @@ class TopKClassifier(_BaseTopKClassifier):
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="top_k", lr_schedule="constant",
                  warmup_epochs=0, drw_start=None, ce_weight=0.0, logit_adjustment=0.0,
-                 weight_averaging=None, refit=False):
+                 weight_averaging=None, refit="auto"):
         super().__init__(
             k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
@@ -1510,7 +1510,7 @@ class ImbalancedTopKClassifier(_BaseTopKClassifier):
                  verbose=0, warm_start=False, callbacks=None, loss_params=None,
                  precision="fp32", monitor="macro_top_k", lr_schedule="constant",
                  warmup_epochs=0, drw_start=None, ce_weight="auto", logit_adjustment=1.5,
-                 weight_averaging=None, refit=False):
+                 weight_averaging=None, refit="auto"):
         super().__init__(
             k=k, epsilon=epsilon, n_perturbations=n_perturbations, loss=loss,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, dropout=dropout,
