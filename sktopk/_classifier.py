@@ -1308,8 +1308,9 @@ _SHARED_PARAMETERS = """
         of 2,000 (see the user guide). "auto": refit when X has more than 10,000
         rows (scikit-learn's threshold for ``early_stopping="auto"`` in
         :class:`~sklearn.ensemble.HistGradientBoostingClassifier`). ``False``
-        halves the fit time. Your ``callbacks`` run in both trainings. No effect
-        without early stopping, whose fit already trains on all of X.
+        saves the second training (about 45% of the fit time). Your
+        ``callbacks`` run in both trainings. No effect without early stopping,
+        whose fit already trains on all of X.
 """
 
 _SHARED_ATTRIBUTES = """
