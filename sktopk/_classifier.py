@@ -720,16 +720,16 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         history = list(net.history)
         if refit:
             stages = dict(net.callbacks_)
-            epochs, reweight_from = replay_plan(stages["early_stopping"],
-                                                stages.get("deferred_reweighting"),
-                                                len(net.history))
+            refit_epochs, reweight_from = replay_plan(stages["early_stopping"],
+                                                      stages.get("deferred_reweighting"),
+                                                      len(net.history))
             callbacks = self._make_callbacks(None, n_classes, data, reweight_from=reweight_from)
             criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
                                              n_classes)
             net = self._build_net(start_module, criterion, device, seeds, callbacks)
             if not reset:
                 self._restore_optimizer(net)
-            self._train(net, data, epochs, architecture, seeds, device)
+            self._train(net, data, refit_epochs, architecture, seeds, device)
             history += [{**row, "refit": True} for row in net.history]
 
         # Success: publish the new fitted state.
