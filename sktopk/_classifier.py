@@ -492,20 +492,23 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 "class of y."
             )
 
+    def _drw_start_epoch(self):
+        """The 1-based epoch from which ``drw_start`` re-weights (None: never)."""
+        if self.drw_start is None:
+            return None
+        return int(np.floor(self.drw_start * self.max_epochs)) + 1
+
     def _make_callbacks(self, valid_data, n_classes, train_data=None, partial=False,
-                        reweight_from="drw_start"):
+                        reweight_from=None):
         """Every callback of a fit call, in order: the one place they are built.
 
-        ``fit`` gets the hold-out monitor and early stopping, deferred re-weighting,
-        weight averaging and the learning-rate schedule; ``partial_fit`` (one epoch
-        per call) none of these. A refit passes the epoch its re-weighting starts
-        at (None: never) instead of the one ``drw_start`` gives.
+        ``fit`` gets the hold-out monitor and early stopping, deferred re-weighting
+        (from the 1-based epoch ``reweight_from``; None: never), weight averaging
+        and the learning-rate schedule; ``partial_fit`` (one epoch per call) none
+        of these.
         """
         callbacks = [("finite_loss_guard", FiniteLossGuard())]
         drw = None
-        if reweight_from == "drw_start":
-            reweight_from = (None if self.drw_start is None
-                             else int(np.floor(self.drw_start * self.max_epochs)) + 1)
         if reweight_from is not None and not partial:
             counts = np.bincount(train_data.y.cpu().numpy(), minlength=n_classes)
             drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA),
@@ -542,7 +545,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                       for name, callback in _check_callbacks(self.callbacks)]
         return callbacks
 
-    def _build_net(self, module, criterion, device, seeds, callbacks):
+    def _build_net(self, module, n_classes, device, seeds, callbacks, reset):
+        """A skorch net around ``module`` with a new criterion; a continued fit
+        (``reset`` false) gets the previous fit's optimizer state."""
+        criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
+                                         n_classes)
         optimizer, optimizer_params = self._optimizer_spec()
         if self.optimizer in _FUSED_OPTIMIZERS and _fused_adam_works(torch.device(device).type):
             optimizer_params["fused"] = True
@@ -556,7 +563,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         )
         if self.verbose <= 0:
             net.set_params(callbacks__print_log=None)
-        return net.initialize()
+        net.initialize()
+        if not reset:
+            self._restore_optimizer(net)
+        return net
 
     def _restore_optimizer(self, net):
         """Carry the optimizer's state (momenta) over a continued fit, with the current settings."""
@@ -703,12 +713,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                     f"max_epochs={self.max_epochs} epochs instead.", UserWarning, stacklevel=4)
             else:
                 train_data, valid_data = data.subset(train_idx), data.subset(valid_idx)
-        callbacks = self._make_callbacks(valid_data, n_classes, train_data, partial)
-        criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
-                                         n_classes)
-        net = self._build_net(module, criterion, device, seeds, callbacks)
-        if not reset:
-            self._restore_optimizer(net)
+        callbacks = self._make_callbacks(valid_data, n_classes, train_data, partial,
+                                         reweight_from=self._drw_start_epoch())
+        net = self._build_net(module, n_classes, device, seeds, callbacks, reset)
 
         refit = valid_data is not None and (
             len(y_idx) > _AUTO_REFIT_ROWS if isinstance(self.refit, str) else bool(self.refit))
@@ -724,11 +731,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                                                       stages.get("deferred_reweighting"),
                                                       len(net.history))
             callbacks = self._make_callbacks(None, n_classes, data, reweight_from=reweight_from)
-            criterion = self._wrap_criterion(self._build_criterion(n_classes, device, seeds),
-                                             n_classes)
-            net = self._build_net(start_module, criterion, device, seeds, callbacks)
-            if not reset:
-                self._restore_optimizer(net)
+            net = self._build_net(start_module, n_classes, device, seeds, callbacks, reset)
             self._train(net, data, refit_epochs, architecture, seeds, device)
             history += [{**row, "refit": True} for row in net.history]
 
