@@ -28,10 +28,26 @@ _MODES = ("global", "classwise")
 
 
 def _global_threshold(proba, average_k):
-    """Largest threshold whose sets ``proba >= t`` hold ``average_k`` labels on average."""
-    n_in = int(np.clip(round(average_k * proba.shape[0]), 1, proba.size))
-    flat = proba.ravel()
-    return float(np.partition(flat, flat.size - n_in)[flat.size - n_in])
+    """Threshold whose sets ``proba >= t`` hold closest to ``average_k`` labels on average.
+
+    The candidates are the calibration probabilities themselves. Without ties
+    this is the ``round(average_k * n)``-th largest of them. Tied probabilities
+    (k-NN, trees: many exact zeros) move the mean size in jumps, and the
+    threshold is then the value whose size is nearest, with a warning when no
+    value comes within half a label.
+    """
+    flat = np.sort(proba.ravel())
+    values = np.unique(flat)
+    sizes = (flat.size - np.searchsorted(flat, values, side="left")) / proba.shape[0]
+    # sizes decrease as the threshold grows; argmin keeps the larger set on a tie.
+    best = int(np.argmin(np.abs(sizes - average_k)))
+    if abs(sizes[best] - average_k) > 0.5:
+        warnings.warn(
+            f"Tied calibration probabilities make a mean set size of average_k={average_k} "
+            f"unreachable with one threshold; the nearest, {sizes[best]:.3g} labels, is used. "
+            "The estimator gives too few distinct probabilities (k-NN, trees); one with "
+            "smoother probabilities gets closer.", UserWarning, stacklevel=3)
+    return float(values[best])
 
 
 def _classwise_thresholds(proba, y_index, average_k):

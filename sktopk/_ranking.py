@@ -216,3 +216,32 @@ def check_response_methods(response_method):
             f"(tried in order), got {response_method!r}."
         )
     return methods
+
+
+def check_not_one_vs_one(estimator, method_name):
+    """ValueError if ``decision_function`` gives one-vs-one pair scores, not class scores.
+
+    ``SVC(decision_function_shape="ovo")`` returns one column per pair of
+    classes; with 3 classes that is 3 columns, the shape of class scores, so
+    the shape check alone would rank pairs as if they were classes. Looks
+    through pipelines, search objects and meta-estimators to the final model.
+    """
+    if method_name != "decision_function":
+        return
+    model = estimator
+    for _ in range(20):  # a chain of wrappers, never a cycle
+        if hasattr(model, "steps"):
+            model = model.steps[-1][1]
+        elif hasattr(model, "best_estimator_"):
+            model = model.best_estimator_
+        elif hasattr(model, "estimator_"):
+            model = model.estimator_
+        else:
+            break
+    if getattr(model, "decision_function_shape", None) == "ovo":
+        raise ValueError(
+            f"{type(model).__name__} has decision_function_shape='ovo': its "
+            "decision_function scores pairs of classes, not classes, so it cannot rank "
+            "them. Use decision_function_shape='ovr' (the default), or "
+            "response_method='predict_proba' with probability=True."
+        )

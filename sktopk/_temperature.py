@@ -16,10 +16,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, indexable
 
 from ._predict_topk import class_scores
+from .metrics._top_k_accuracy import _encode
 
 __all__ = ["TemperatureScaledClassifier"]
 
 _SCORE_METHODS = ("decision_function", "predict_log_proba", "predict_proba")
+_SMALLEST_PROBABILITY = 1e-300
 
 
 def check_has_scores(estimator, name="estimator"):
@@ -72,16 +74,36 @@ def calibration_split(X, y, fraction, random_state):
     index = np.arange(len(y))
     fit_idx, cal_idx = train_test_split(index, test_size=n_cal, stratify=y,
                                         random_state=check_random_state(random_state))
+    fit_idx, cal_idx = _every_class_in_both(fit_idx, cal_idx, y)
     return (_safe_indexing(X, fit_idx), y[fit_idx], _safe_indexing(X, cal_idx), y[cal_idx])
+
+
+def _every_class_in_both(fit_idx, cal_idx, y):
+    """Swap samples between the parts until each holds every class.
+
+    ``train_test_split`` rounds each class's share, so a class of two or three
+    samples can land whole in one part. A class missing from a part receives one
+    of its samples from the other part, which gives back a sample of the class it
+    holds most of (at least two, since that part has at least one sample per
+    class); both parts keep their sizes and a valid split is left unchanged.
+    """
+    parts = [list(fit_idx), list(cal_idx)]
+    for receiver in (0, 1):
+        giver = parts[1 - receiver]
+        for label in np.setdiff1d(np.unique(y), y[parts[receiver]]):
+            parts[receiver].append(giver.pop(int(np.flatnonzero(y[giver] == label)[0])))
+            values, counts = np.unique(y[parts[receiver]], return_counts=True)
+            spare = values[np.argmax(counts)]
+            back = int(np.flatnonzero(y[parts[receiver]] == spare)[-1])
+            giver.append(parts[receiver].pop(back))
+    return np.asarray(parts[0]), np.asarray(parts[1])
 
 
 def encode_calibration_labels(y, classes):
     """Column of each calibration label in ``classes``; ValueError for unknown labels."""
     y = column_or_1d(np.asarray(y))
-    sorter = np.argsort(classes)
-    pos = np.searchsorted(classes, y, sorter=sorter)
-    idx = sorter[np.minimum(pos, len(classes) - 1)]
-    unknown = classes[idx] != y
+    idx = _encode(y, classes)  # also for labels of mixed types (str against int)
+    unknown = idx < 0
     if unknown.any():
         raise ValueError(
             f"The calibration data holds labels the estimator was not fitted on: "
@@ -97,6 +119,11 @@ def fit_temperature(logits, y_index):
     range wide enough for any score scale (``1e-4`` to ``1e4`` times
     ``1 / std(logits)``).
     """
+    if not np.isfinite(logits).all():
+        raise ValueError(
+            "The estimator's scores hold infinite values: no temperature can scale them "
+            "into probabilities. Check the estimator (did its training diverge?)."
+        )
     logits = logits - logits.max(axis=1, keepdims=True)
     rows = np.arange(len(y_index))
     spread = float(np.std(logits)) or 1.0
@@ -117,13 +144,16 @@ def scores_as_logits(estimator, X):
     softmax scores are logits up to a scale the temperature absorbs); a model
     with only ``predict_proba`` gives ``log(proba)``.
     """
-    scores, classes, method = class_scores(
-        estimator, X, response_method=("decision_function", "predict_log_proba",
-                                       "predict_proba"))
+    with np.errstate(divide="ignore"):  # predict_log_proba's log(0), floored below
+        scores, classes, method = class_scores(
+            estimator, X, response_method=("decision_function", "predict_log_proba",
+                                           "predict_proba"))
+    # A probability of zero (trees, k-NN) has no logit: it gets log(1e-300),
+    # low enough to rank last and finite, so that the temperature stays finite.
     if method == "predict_proba":
-        scores = np.log(np.clip(scores, 1e-300, None))
+        scores = np.log(np.clip(scores, _SMALLEST_PROBABILITY, None))
     elif method == "predict_log_proba":
-        scores = np.maximum(scores, -1e300)
+        scores = np.maximum(scores, np.log(_SMALLEST_PROBABILITY))
     return scores, classes
 
 

@@ -43,18 +43,46 @@ def data():
     return X.astype(np.float32), y
 
 
+def _nearest_size_brute_force(proba, k):
+    """Among all candidate thresholds (the values), the one whose mean set size is nearest k
+    (the larger set on a tie), by trying every value."""
+    best = None
+    for c in np.sort(np.unique(proba)):
+        gap = abs((proba >= c).sum(axis=1).mean() - k)
+        if best is None or gap < best[0]:
+            best = (gap, c)
+    return best[1]
+
+
 def test_global_threshold_matches_brute_force():
     rng = np.random.default_rng(0)
     for _ in range(20):
         proba = rng.dirichlet(np.ones(7), size=int(rng.integers(5, 60)))
         k = float(rng.uniform(0.3, 6.5))
         t = _global_threshold(proba, k)
-        # Brute force: among all candidate thresholds (the values), the largest one
-        # whose sets hold at least round(k * n) labels in all.
+        assert t == _nearest_size_brute_force(proba, k)
+        # Without ties it is the round(k * n)-th largest probability.
         target = max(1, round(k * len(proba)))
-        candidates = np.sort(proba.ravel())[::-1]
-        expected = next(c for c in candidates if (proba >= c).sum() >= target)
-        assert t == expected
+        assert t == np.sort(proba.ravel())[::-1][target - 1]
+
+
+def test_global_threshold_with_tied_probabilities():
+    # k-NN-like probabilities (multiples of 1/5, mostly exact zeros): the size
+    # jumps; the threshold must give the nearest reachable size, never the
+    # threshold 0 that puts every class in every set.
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        votes = rng.multinomial(5, rng.dirichlet(np.full(10, 0.3)), size=200)
+        proba = votes / 5.0
+        k = float(rng.uniform(1.0, 3.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            t = _global_threshold(proba, k)
+        assert t == _nearest_size_brute_force(proba, k)
+        assert t > 0
+    proba = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6, 0.4, 0.0]])
+    with pytest.warns(UserWarning, match="unreachable"):
+        assert _global_threshold(proba, 2.0) == 0.4  # size 4/3, not 3 (threshold 0)
 
 
 def test_classwise_thresholds_equalise_hit_rates():
@@ -204,3 +232,18 @@ def test_errors(data):
         AverageKClassifier(LogisticRegression(), average_k=2).fit(X, y_single)
     with pytest.raises(NotFittedError):
         AverageKClassifier(LogisticRegression()).predict_set(X)
+
+
+def test_nearest_reachable_size_with_a_k_nearest_neighbours_model():
+    # Five neighbours give probabilities in steps of 1/5, mostly zeros: a size of
+    # 3 labels is out of reach, and the sets must not grow to every class.
+    from sklearn.datasets import load_digits
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = load_digits(return_X_y=True)
+    model = AverageKClassifier(KNeighborsClassifier(5), average_k=3, random_state=0)
+    with pytest.warns(UserWarning, match="unreachable"):
+        model.fit(X, y)
+    assert model.threshold_ > 0
+    assert model.calibration_set_size_ < 3
+    assert mean_set_size(None, model.predict_set(X)) < 3

@@ -12,9 +12,10 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+from sklearn.svm import SVC, LinearSVC
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier, predict_topk
+from sktopk.metrics import make_top_k_scorer
 
 FAST = {"hidden_layer_sizes": (16,), "max_epochs": 5, "batch_size": 64, "device": "cpu",
         "random_state": 0}
@@ -113,6 +114,22 @@ def test_errors(data):
         predict_topk(model, X, k=2, response_method="predict")
     with pytest.warns(UserWarning, match="larger than the 6 classes"):
         assert predict_topk(model, X[:3], k=9).shape == (3, 6)
+
+
+@pytest.mark.parametrize("wrap", [lambda m: m, lambda m: make_pipeline(StandardScaler(), m),
+                                  lambda m: GridSearchCV(m, {"C": [1.0]}, cv=2)],
+                         ids=["svc", "pipeline", "gridsearch"])
+def test_one_vs_one_pair_scores_are_refused(wrap):
+    # With 3 classes, SVC's 3 one-vs-one columns have the shape of class scores.
+    X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=3,
+                               n_clusters_per_class=1, random_state=0)
+    model = wrap(SVC(decision_function_shape="ovo")).fit(X, y)
+    with pytest.raises(ValueError, match="decision_function_shape='ovo'"):
+        predict_topk(model, X, k=1)
+    with pytest.raises(ValueError, match="decision_function_shape='ovo'"):
+        make_top_k_scorer(1)(model, X, y)
+    ovr = wrap(SVC()).fit(X, y)
+    np.testing.assert_array_equal(predict_topk(ovr, X, k=1)[:, 0], ovr.predict(X))
 
 
 def _readme_snippet():

@@ -3,14 +3,16 @@ import warnings
 import numpy as np
 import pytest
 from scipy.special import log_softmax
-from sklearn.datasets import make_classification
+from sklearn.datasets import load_iris, make_classification
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
+from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sktopk import TemperatureScaledClassifier, TopKClassifier
-from sktopk._temperature import fit_temperature
+from sktopk._temperature import calibration_split, encode_calibration_labels, fit_temperature
 
 FAST = {"hidden_layer_sizes": (64,), "max_epochs": 10, "batch_size": 256, "device": "cpu",
         "learning_rate": 3e-3, "early_stopping": False, "random_state": 0}
@@ -70,3 +72,59 @@ def test_hinge_model_gets_a_better_log_loss_than_a_plain_softmax():
     plain = -log_softmax(net.decision_function(X_test.astype(np.float32)), axis=1)[rows,
                                                                                    y_test].mean()
     assert scaled < plain
+
+
+@pytest.mark.parametrize("make", [lambda: DecisionTreeClassifier(random_state=0),
+                                  lambda: RandomForestClassifier(n_estimators=10,
+                                                                 random_state=0)])
+def test_zero_probabilities_give_a_finite_temperature_and_keep_the_ranking(make):
+    # Trees have no decision_function and give log-probabilities of -inf: the
+    # temperature must stay finite and the classes keep the estimator's order.
+    X, y = load_iris(return_X_y=True)
+    model = TemperatureScaledClassifier(make(), random_state=0).fit(X, y)
+    assert np.isfinite(model.temperature_)
+    proba = model.predict_proba(X)
+    inner = model.estimator_.predict_proba(X)
+    np.testing.assert_array_equal(model.predict(X), model.estimator_.predict(X))
+    # Wherever the estimator ranks one class strictly above another, so does the model.
+    above = inner[:, :, None] > inner[:, None, :]
+    assert (proba[:, :, None] > proba[:, None, :])[above].all()
+
+
+def test_infinite_scores_are_refused():
+    y = np.array([0, 1, 2, 0, 1, 2])
+    logits = np.eye(3)[y] * 2.0
+    logits[0, 1] = np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        fit_temperature(logits, y)
+
+
+@pytest.mark.parametrize("counts, fraction", [([100, 2, 2, 2], 0.2), ([10, 2, 2, 2], 0.7),
+                                              ([50, 3, 2, 3, 2], 0.5)])
+def test_calibration_split_keeps_every_class_in_both_parts(counts, fraction):
+    y = np.repeat(np.arange(len(counts)), counts)
+    X = np.arange(len(y))[:, None]
+    for seed in range(20):
+        X_fit, y_fit, X_cal, y_cal = calibration_split(X, y, fraction, seed)
+        assert set(y_fit) == set(y_cal) == set(y)
+        assert len(y_cal) == int(np.ceil(fraction * len(y)))
+        # A partition of the rows, labels kept with their rows.
+        rows = np.concatenate([X_fit[:, 0], X_cal[:, 0]])
+        np.testing.assert_array_equal(np.sort(rows), np.arange(len(y)))
+        np.testing.assert_array_equal(y[rows], np.concatenate([y_fit, y_cal]))
+
+
+def test_calibration_split_unchanged_when_stratification_suffices():
+    y = np.repeat(np.arange(4), 25)
+    X = np.arange(100)[:, None]
+    _, y_fit, X_cal, _ = calibration_split(X, y, 0.2, 0)
+    expected = train_test_split(np.arange(100), test_size=20, stratify=y, random_state=0)[1]
+    np.testing.assert_array_equal(X_cal[:, 0], expected)
+
+
+def test_calibration_labels_of_another_type_are_named_not_crashed_on():
+    classes = np.array(["1", "2", "3"], dtype=object)
+    with pytest.raises(ValueError, match="not fitted on"):
+        encode_calibration_labels(np.array([1, 2, 3]), classes)
+    np.testing.assert_array_equal(encode_calibration_labels(np.array(["3", "1"]), classes),
+                                  [2, 0])

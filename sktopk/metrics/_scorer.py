@@ -14,6 +14,7 @@ from .._ranking import (
     DEFAULT_RESPONSE,
     _check_k,
     binary_scores_to_2d,
+    check_not_one_vs_one,
     check_response_methods,
     true_label_rank,
 )
@@ -100,6 +101,7 @@ class _TopKScorer(_SampleWeightScorer):
 
         method = _check_response_method(estimator, self._response_method)
         name = method.__name__
+        check_not_one_vs_one(estimator, name)
         if n_classes > 2:
             # Shared (cached) call with the other scorers of a multi-metric dict.
             y_score = method_caller(estimator, name, X, pos_label=None)

@@ -160,11 +160,14 @@ def mean_set_size(y_true, y_pred_set, *, average="micro", labels=None, sample_we
     1.333...
     """
     average = _check_average(average)
-    if y_true is None:
-        if average == "macro":
-            raise ValueError("average='macro' needs y_true, the classes to average over.")
+    if y_true is None and average == "macro":
+        raise ValueError("average='macro' needs y_true, the classes to average over.")
+    if average == "micro":  # the labels play no part: any y_true, no labels= needed
         y_pred_set = np.asarray(y_pred_set)
-        n_samples = y_pred_set.shape[0] if y_pred_set.ndim else 0
+        if y_true is None:
+            n_samples = y_pred_set.shape[0] if y_pred_set.ndim else 0
+        else:
+            n_samples = _check_y_true(y_true).shape[0]
         y_pred_set = _check_sets(y_pred_set, n_samples)
         sample_weight = _check_sample_weight(sample_weight, n_samples)
         return float(np.average(y_pred_set.sum(axis=1), weights=sample_weight))

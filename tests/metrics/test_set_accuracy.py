@@ -70,6 +70,16 @@ def test_errors():
         make_set_scorer("coverage")
 
 
+def test_micro_mean_set_size_ignores_the_labels():
+    # The docstring: y_true is only used by macro averaging, so string labels
+    # need no labels= there; the sample count is still checked.
+    sets = np.array([[True, True, False], [False, True, False], [False, False, True]])
+    assert mean_set_size(np.array(["a", "b", "c"]), sets) == pytest.approx(4 / 3)
+    assert mean_set_size(["x", "y", "z"], sets, sample_weight=[1, 0, 1]) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="shape"):
+        mean_set_size(["a", "b"], sets)
+
+
 def test_scorer_matches_the_metrics_and_counts_unseen_labels_as_misses():
     X, y = make_classification(n_samples=600, n_features=10, n_informative=6, n_classes=5,
                                n_clusters_per_class=1, random_state=0)
