@@ -51,6 +51,7 @@ from ._training import (
     FiniteLossGuard,
     TensorData,
     TopKNet,
+    TrainingInterrupted,
     ValidationTopKAccuracy,
     average_hits,
     iter_scores,
@@ -508,7 +509,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         of these.
         """
         callbacks = [("finite_loss_guard", FiniteLossGuard())]
-        drw = None
+        drw, stopping = None, []
         if reweight_from is not None and not partial:
             counts = np.bincount(train_data.y.cpu().numpy(), minlength=n_classes)
             drw = DeferredReweighting(effective_number_weights(counts, _DRW_BETA),
@@ -528,10 +529,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 callbacks.append(("valid_topk", ValidationTopKAccuracy(
                     valid_data, self.k_, n_classes, average, precision=self.precision)))
                 key, lower = "valid_topk", False
-            callbacks.append(("early_stopping", StagedEarlyStopping(
+            stopping = [("early_stopping", StagedEarlyStopping(
                 monitor=key, lower_is_better=lower, patience=self.n_iter_no_change,
                 threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent,
-                deferred=drw)))
+                deferred=drw))]
         if not partial:
             scheduler = make_lr_scheduler(self.lr_schedule, self.max_epochs,
                                           self.warmup_epochs)
@@ -543,7 +544,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         # (parameters of this estimator) must stay as the user made them.
         callbacks += [(name, copy.deepcopy(callback))
                       for name, callback in _check_callbacks(self.callbacks)]
-        return callbacks
+        # Early stopping ends training by raising in its epoch-end hook: last, so
+        # that the schedule and the user's callbacks see the final epoch too.
+        return callbacks + stopping
 
     def _build_net(self, module, n_classes, device, seeds, callbacks, reset):
         """A skorch net around ``module`` with a new criterion; a continued fit
@@ -580,6 +583,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         _, settings = self._optimizer_spec()
         for group in net.optimizer_.param_groups:
             group.update(settings, lr=self.learning_rate)
+            # The previous fit's schedule base rate: a new schedule must start from
+            # the current learning_rate (torch's schedulers keep an initial_lr).
+            group.pop("initial_lr", None)
 
     def _loss_generator(self, device, seed):
         return torch.Generator(device=device).manual_seed(seed)
@@ -762,6 +768,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 seeds["dropout"]))
             try:
                 net.partial_fit(data, None, epochs=epochs)
+            except TrainingInterrupted:
+                # Raised here, outside skorch: _fit restores the previous state.
+                raise KeyboardInterrupt(
+                    "fit interrupted; the estimator is left as it was before the call"
+                ) from None
             finally:
                 set_dropout_generator(net.module_, None)
         if not all(bool(torch.isfinite(p).all()) for p in net.module_.parameters()):

@@ -174,6 +174,17 @@ class TopKNet(NeuralNet):
         target, weight = y_true
         return self.criterion_(y_pred, target, weight=weight)
 
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt as exc:
+            # skorch's partial_fit swallows KeyboardInterrupt, because early
+            # stopping raises it to end training. A Ctrl-C is a failed fit: it
+            # passes through as TrainingInterrupted, so the estimator rolls back.
+            if _raised_by_callback(exc):
+                raise
+            raise TrainingInterrupted from exc
+
     def train_step_single(self, batch, **fit_params):
         # On a GPU autograd runs the backward pass in a worker thread; for these
         # small graphs the hand-over costs more than the pass itself (H200, N=1024,
@@ -181,6 +192,21 @@ class TopKNet(NeuralNet):
         # thread; benchmarks/profile_cuda_loss.py). Same gradients either way.
         with torch.autograd.set_multithreading_enabled(False):
             return super().train_step_single(batch, **fit_params)
+
+
+class TrainingInterrupted(BaseException):
+    """A KeyboardInterrupt (Ctrl-C) during training, carried past skorch's handler."""
+
+
+def _raised_by_callback(exc):
+    """Whether a skorch callback's hook raised ``exc`` (its way to stop training)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, Callback) and tb.tb_frame.f_code.co_name.startswith("on_"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def autocast(precision, device):

@@ -10,9 +10,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sklearn.datasets import make_classification
+from skorch.callbacks import Callback
 
 from sktopk import ImbalancedTopKClassifier, TopKClassifier
 from sktopk._classifier import _CrossEntropy
+from sktopk._training import TopKNet
 
 FAST = {"hidden_layer_sizes": (8,), "max_epochs": 3, "batch_size": 32, "device": "cpu",
         "early_stopping": False}
@@ -54,6 +56,90 @@ def test_warm_start_keeps_the_optimizer_state_but_takes_the_new_rate(data):
     state = clf._net.optimizer_.state[clf._net.optimizer_.param_groups[0]["params"][0]]
     assert float(state["step"]) == 2 * float(steps)
     assert clf._net.optimizer_.param_groups[0]["lr"] == 1e-4
+
+
+def test_warm_start_schedule_starts_from_the_new_rate(data):
+    # torch's schedulers keep the rate they started from (initial_lr) in the
+    # optimizer state that a continued fit restores: the new rate must win.
+    X, y = data
+    params = {**FAST, "max_epochs": 4, "lr_schedule": "cosine", "random_state": 0}
+    clf = TopKClassifier(k=2, warm_start=True, learning_rate=1e-2, **params).fit(X, y)
+    clf.set_params(learning_rate=1e-4).fit(X, y)
+    fresh = TopKClassifier(k=2, learning_rate=1e-4, **params).fit(X, y)
+    assert [row["event_lr"] for row in clf.history_[4:]] == pytest.approx(
+        [row["event_lr"] for row in fresh.history_])
+    assert clf.history_[4]["event_lr"] == pytest.approx(1e-4)
+
+
+def _interrupt_training_step(monkeypatch, at):
+    """Ctrl-C during the ``at``-th training step (inside the step, not in a callback)."""
+    calls = {"n": 0}
+    step = TopKNet.train_step_single
+
+    def interrupted(self, batch, **fit_params):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return step(self, batch, **fit_params)
+
+    monkeypatch.setattr(TopKNet, "train_step_single", interrupted)
+    return calls
+
+
+@pytest.mark.parametrize("where", ["first training", "refit"])
+def test_interrupted_fit_raises_and_leaves_the_model_as_it_was(data, monkeypatch, where):
+    # skorch ends training quietly on KeyboardInterrupt (early stopping raises it);
+    # an interrupted fit must instead raise and keep the previous model, like any
+    # failure, and never go on to the refit.
+    X, y = data
+    params = {**FAST, "early_stopping": True, "max_epochs": 8, "n_iter_no_change": 3,
+              "refit": True, "warm_start": True}
+    clf = TopKClassifier(k=2, random_state=0, **params).fit(X, y)
+    expected, n_iter = clf.decision_function(X), clf.n_iter_
+    steps = TopKClassifier(k=2, random_state=0, **params).set_params(warm_start=False)
+    counter = _interrupt_training_step(monkeypatch, at=-1)
+    steps.fit(X, y)
+    total, first = counter["n"], sum(not row.get("refit") for row in steps.history_)
+    counter = _interrupt_training_step(monkeypatch, at=2 if where == "first training"
+                                       else total - 1)
+    assert total - 1 > first * 5  # 5 steps per epoch of the first training
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.decision_function(X), expected)
+    assert clf.n_iter_ == n_iter == len(clf.history_)
+    _interrupt_training_step(monkeypatch, at=1)
+    with pytest.raises(KeyboardInterrupt):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(clf.decision_function(X), expected)
+
+
+def test_a_callback_may_still_end_training_the_skorch_way(data):
+    # A callback raising KeyboardInterrupt is skorch's way to stop (early
+    # stopping does it): training ends normally with what it has learned.
+    X, y = data
+
+    class StopAfterTwo(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == 2:
+                raise KeyboardInterrupt
+
+    clf = TopKClassifier(k=2, random_state=0, callbacks=[("stop", StopAfterTwo())],
+                         **{**FAST, "max_epochs": 5}).fit(X, y)
+    assert clf.n_iter_ == 2
+
+
+def test_the_schedule_and_user_callbacks_see_the_epoch_early_stopping_ends(data):
+    X, y = data
+
+    class Mark(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            net.history.record("seen", True)
+
+    clf = TopKClassifier(k=2, random_state=0, lr_schedule="cosine", n_iter_no_change=2,
+                         callbacks=[("mark", Mark())], refit=False,
+                         **{**FAST, "early_stopping": True, "max_epochs": 40}).fit(X, y)
+    assert clf.n_iter_ < 40  # early stopping ended it
+    assert all(row.get("seen") and "event_lr" in row for row in clf.history_)
 
 
 def test_warm_start_refuses_a_new_architecture_or_new_classes_and_keeps_the_model(data):
