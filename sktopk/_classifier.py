@@ -597,7 +597,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         With ``warm_start=True`` and a previous fit, training continues from the
         previous weights (and optimizer state) with the current parameters; see
         the ``warm_start`` parameter for what may change. If the fit fails, the
-        estimator is left exactly as it was.
+        estimator is left exactly as it was; so it is when the fit is interrupted
+        (Ctrl-C), which raises ``KeyboardInterrupt``.
 
         Parameters
         ----------
