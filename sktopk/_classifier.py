@@ -996,7 +996,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self):
         """Class probabilities (softmax of the scores); only for probabilistic losses.
 
-        Available with loss "cross_entropy" or "focal" (and "ldam" for
+        Available with loss "cross_entropy", "focal" or "logit_adjusted" (and "ldam" for
         :class:`ImbalancedTopKClassifier`); with a hinge loss, accessing it raises
         AttributeError, so ``hasattr(clf, "predict_proba")`` is False and sklearn
         tools fall back to ``decision_function``.

@@ -3,9 +3,9 @@
 scikit-learn's searches (``GridSearchCV``, ``cross_validate``...) parallelise
 through joblib, and joblib runs on a ``dask.distributed`` cluster inside
 ``joblib.parallel_config(backend="dask")``. Each sktopk fit then runs as a task
-on a worker, with as many torch threads as the worker has task threads, on the
-GPU the worker sees. :func:`distributed.LocalCluster` gives every worker the same
-environment, so on a machine with several GPUs every worker would train on GPU 0;
+on a worker, with one torch thread, on the GPU the worker sees.
+:func:`distributed.LocalCluster` gives every worker the same environment, so on
+a machine with several GPUs every worker would train on GPU 0;
 :func:`make_local_cluster` starts one single-threaded worker process per GPU,
 each seeing only its own through ``CUDA_VISIBLE_DEVICES``.
 
@@ -81,7 +81,7 @@ def make_local_cluster(n_workers=None, gpus=None, **kwargs):
     worker keeps its GPU. The nannies also set ``OMP_NUM_THREADS=1``,
     ``MKL_NUM_THREADS=1`` and ``OPENBLAS_NUM_THREADS=1`` (Dask's
     ``distributed.nanny.pre-spawn-environ``) for their workers, and sktopk caps
-    torch at the worker's thread count during each fit.
+    torch at one thread during each fit in a worker.
 
     Dask sets those variables in the calling process as well, just before
     spawning each worker, and leaves them set: sktopk fits run afterwards in
