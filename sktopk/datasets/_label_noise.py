@@ -40,8 +40,10 @@ def corrupt_labels(
 
         - ``'uniform'``: uniformly among all the other classes.
         - ``'block'``: uniformly among the other classes of the same block of
-          ``block_size`` consecutive classes (in sorted order; for integer
-          labels 0-4, 5-9, ...). This follows the block-wise label noise of
+          ``block_size`` consecutive classes (in sorted order of the classes:
+          with ``n_classes`` given, the integer labels 0-4, 5-9, ...; without
+          it, of the distinct values of ``y``, so a label absent from ``y``
+          shifts the blocks after it). This follows the block-wise label noise of
           the top-K experiments of Garcin et al. (ICML 2022), where a noisy
           label stays within a group of similar classes (e.g. the CIFAR-100
           superclasses, when the classes are ordered by superclass), except
@@ -61,7 +63,8 @@ def corrupt_labels(
     Returns
     -------
     y_noisy : ndarray of shape (n_samples,)
-        A new array with the same dtype as ``np.asarray(y)``.
+        A new array with the same dtype as ``np.asarray(y)``, or a wider integer
+        dtype when ``n_classes - 1`` does not fit that one.
     mask : ndarray of shape (n_samples,) of bool
         True where the label was replaced; only if ``return_mask`` is True.
 
@@ -140,6 +143,10 @@ def corrupt_labels(
     new = new + (new >= old)
 
     y_noisy = y.copy()
+    if classes is None and not np.can_cast(np.min_scalar_type(n_classes - 1), y.dtype):
+        # n_classes - 1 does not fit y's dtype (uint8 labels, n_classes=300): widen,
+        # or the new labels would wrap around.
+        y_noisy = y_noisy.astype(np.result_type(y.dtype, np.min_scalar_type(n_classes - 1)))
     y_noisy[flip] = new if classes is None else classes[new]
     if return_mask:
         mask = np.zeros(n_samples, dtype=bool)

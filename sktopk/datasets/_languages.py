@@ -268,7 +268,7 @@ def load_languages(
     Parameters
     ----------
     chunk_length : int, default=40
-        Maximum length of a chunk in characters. Chunks are made of whole
+        Maximum length of a chunk in characters, at least 2. Chunks are made of whole
         words and are at least ``chunk_length // 2`` long; only words of about
         half a chunk or more (runs without spaces, as in Chinese) are cut.
     max_chunks_per_language : int, default=20
@@ -327,7 +327,8 @@ def load_languages(
     >>> len(X), len(set(y.tolist()))
     (3640, 364)
     """
-    chunk_length = check_int(chunk_length, "chunk_length", minimum=1)
+    # At least 2: chunks are cut at word boundaries and keep at least half of it.
+    chunk_length = check_int(chunk_length, "chunk_length", minimum=2)
     max_chunks = check_int(max_chunks_per_language, "max_chunks_per_language", minimum=1)
     if min_chunks_per_language is None:
         min_chunks = max_chunks

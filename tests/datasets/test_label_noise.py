@@ -91,6 +91,16 @@ def test_n_classes_draws_absent_classes():
     assert np.all(y_noisy != y)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_n_classes_beyond_the_dtype_widens_it(dtype):
+    # Codes up to 299 do not fit 8 bits: they must not wrap around.
+    y = np.zeros(2000, dtype=dtype)
+    y_noisy, mask = corrupt_labels(y, 1.0, n_classes=300, random_state=0, return_mask=True)
+    assert np.all(y_noisy != y) and mask.all()
+    assert y_noisy.min() >= 1 and y_noisy.max() <= 299 and y_noisy.max() > 255
+    assert corrupt_labels(y, 1.0, n_classes=100, random_state=0).dtype == dtype
+
+
 def test_block_mode_stays_in_block():
     y = np.repeat(np.arange(20), 50)
     y_noisy = corrupt_labels(y, 1.0, mode="block", random_state=0)

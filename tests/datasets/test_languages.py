@@ -159,6 +159,7 @@ def test_descr(languages):
     "kwargs, error",
     [
         ({"chunk_length": 0}, ValueError),
+        ({"chunk_length": 1}, ValueError),  # half a chunk is 0 characters: it never ended
         ({"chunk_length": 40.0}, TypeError),
         ({"max_chunks_per_language": 0}, ValueError),
         ({"min_chunks_per_language": 0}, ValueError),
