@@ -143,10 +143,11 @@ def corrupt_labels(
     new = new + (new >= old)
 
     y_noisy = y.copy()
-    if classes is None and not np.can_cast(np.min_scalar_type(n_classes - 1), y.dtype):
+    if (classes is None and np.issubdtype(y.dtype, np.integer)
+            and n_classes - 1 > np.iinfo(y.dtype).max):
         # n_classes - 1 does not fit y's dtype (uint8 labels, n_classes=300): widen,
         # or the new labels would wrap around.
-        y_noisy = y_noisy.astype(np.result_type(y.dtype, np.min_scalar_type(n_classes - 1)))
+        y_noisy = y_noisy.astype(np.promote_types(y.dtype, np.min_scalar_type(n_classes - 1)))
     y_noisy[flip] = new if classes is None else classes[new]
     if return_mask:
         mask = np.zeros(n_samples, dtype=bool)
