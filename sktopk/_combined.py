@@ -3,7 +3,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import reduce_loss
+from ._validation import check_loss_inputs, reduce_loss
 
 
 class HingeWithCrossEntropy(nn.Module):
@@ -16,7 +16,9 @@ class HingeWithCrossEntropy(nn.Module):
     Parameters
     ----------
     loss : torch.nn.Module
-        The top-K loss, called as ``loss(scores, target, weight=weight)``.
+        The top-K loss, called as ``loss(scores, target, weight=weight)``; the
+        cross-entropy term is reduced as it is (its ``reduction``, "mean" if it
+        has none).
     ce_weight : float
         The lambda of the cross-entropy term (>= 0).
     scale : float, default=1.0
@@ -29,9 +31,14 @@ class HingeWithCrossEntropy(nn.Module):
         self.scale = float(scale)
 
     def forward(self, scores, target, weight=None):
-        ce = F.cross_entropy(self.scale * scores, target, reduction="none")
+        # Checked first: cross_entropy would refuse int32 targets and report an
+        # out-of-range one in its own terms.
+        target_long, checked_weight = check_loss_inputs(scores, target, weight,
+                                                        check_scores=False)
+        ce = F.cross_entropy(self.scale * scores, target_long, reduction="none")
+        reduction = getattr(self.loss, "reduction", "mean")
         return (self.loss(scores, target, weight=weight)
-                + self.ce_weight * reduce_loss(ce, "mean", weight))
+                + self.ce_weight * reduce_loss(ce, reduction, checked_weight))
 
     def extra_repr(self):
         return f"ce_weight={self.ce_weight}, scale={self.scale}"
