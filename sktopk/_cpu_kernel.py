@@ -13,12 +13,15 @@ never on the thread count. Both check that the rows they read are finite (the
 top-K hinge losses leave that check to them), and the sampler rule's estimates
 have a compiled form too (:func:`rule_estimates`).
 
-The C source is compiled at first use with the system C compiler (``$CC``, else
-``cc``) into a per-user cache (``$SKTOPK_CACHE_DIR``, else
+The C source is compiled at first use with the system C compiler (``$CC``, split
+as a shell would, else ``cc``) into a per-user cache (``$SKTOPK_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/sktopk`` or ``~/.cache/sktopk``), keyed by the source, the
-flags and the machine. Without a working compiler, or with
-``SKTOPK_DISABLE_CPU_KERNEL=1``, the torch path is used and
-:func:`unavailable_reason` says why.
+compiler, the flags and the CPU. Each library is written under a unique name and
+renamed into place, with its SHA-256 beside it; a library whose digest does not
+match is rebuilt, never loaded (a truncated one would crash the process). A flag
+set that fails where a later one works is marked ``.failed`` and skipped by later
+processes. Without a working compiler, or with ``SKTOPK_DISABLE_CPU_KERNEL=1``,
+the torch path is used and :func:`unavailable_reason` says why.
 """
 
 import concurrent.futures
@@ -26,6 +29,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -75,24 +79,68 @@ if hasattr(os, "register_at_fork"):
 
 
 def _cache_dir():
+    """The shared per-user cache directory (absolute: ``dlopen`` searches the
+    system paths for a name without a slash)."""
     if os.environ.get("SKTOPK_CACHE_DIR"):
-        return Path(os.environ["SKTOPK_CACHE_DIR"])
+        return Path(os.environ["SKTOPK_CACHE_DIR"]).absolute()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sktopk"
+    return Path(base).absolute() / "sktopk"
 
 
-def _machine_key():
+# /proc/cpuinfo lines that tell CPUs apart: x86's "flags", ARM's "Features" and
+# its part numbers (platform.processor() is empty on Linux ARM).
+_CPU_FIELDS = ("flags", "Features", "CPU implementer", "CPU architecture", "CPU variant",
+               "CPU part", "model name")
+
+
+def _machine_key(cpuinfo="/proc/cpuinfo"):
     # -march=native code must not be reused on another CPU sharing the cache.
-    flags = ""
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith("flags")), "")
+        with open(cpuinfo) as handle:
+            for line in handle:
+                name = line.split(":", 1)[0].strip()
+                if name in _CPU_FIELDS and name not in fields:
+                    fields[name] = line.strip()
     except OSError:
         pass
-    return f"{platform.machine()}|{platform.processor()}|{flags}|{sys.platform}"
+    cpu = "|".join(fields[name] for name in _CPU_FIELDS if name in fields)
+    return f"{platform.machine()}|{platform.processor()}|{cpu}|{sys.platform}"
+
+
+def _digest_path(library_path):
+    return library_path.with_name(library_path.name + ".sha256")
+
+
+def _is_complete(library_path):
+    """Whether ``library_path`` is a library this module wrote whole.
+
+    A truncated shared library does not fail to load, it crashes the process
+    (SIGBUS), so the build records the file's digest beside it and a file whose
+    digest is missing or differs is rebuilt, never loaded.
+    """
+    try:
+        expected = _digest_path(library_path).read_text().strip()
+        return hashlib.sha256(library_path.read_bytes()).hexdigest() == expected
+    except OSError:
+        return False
+
+
+def _write_atomically(path, data):
+    # A unique name per build (two containers may share a cache and a pid), then
+    # a rename: a concurrent process sees either no file or a whole one.
+    handle, staged = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(staged, path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
 
 
 def _compile(compiler, flags, target):
+    """Build the library at ``target``; None on success, else the error's last line."""
     compile_flags = [flag for flag in flags if not flag.startswith("-l")]
     libraries = [flag for flag in flags if flag.startswith("-l")]
     with tempfile.TemporaryDirectory() as scratch:
@@ -102,17 +150,16 @@ def _compile(compiler, flags, target):
         # flags such as -ffast-math can pull in start-up code that changes the
         # floating-point mode of the whole process; none is passed here anyway.
         for command in (
-            [compiler, *compile_flags, "-fPIC", "-c", str(_SOURCE), "-o", str(obj)],
-            [compiler, "-shared", str(obj), "-o", str(lib), *libraries],
+            [*compiler, *compile_flags, "-fPIC", "-c", str(_SOURCE), "-o", str(obj)],
+            [*compiler, "-shared", str(obj), "-o", str(lib), *libraries],
         ):
             done = subprocess.run(command, capture_output=True, text=True, timeout=120)
             if done.returncode != 0:
                 return (done.stderr or done.stdout).strip().splitlines()[-1:] or ["failed"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic: a concurrent process sees either no file or a whole one.
-        staged = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        staged.write_bytes(lib.read_bytes())
-        os.replace(staged, target)
+        data = lib.read_bytes()
+        _write_atomically(target, data)
+        _write_atomically(_digest_path(target), hashlib.sha256(data).hexdigest().encode())
     return None
 
 
@@ -161,49 +208,85 @@ def _declare(library):
     return library
 
 
-def _writable_cache_dir():
-    """The cache directory, or a private temporary one when it cannot be written."""
-    directory = _cache_dir()
+def _writable(directory):
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        if os.access(directory, os.W_OK):
-            return directory
+        return os.access(directory, os.W_OK)
     except OSError:
-        pass
-    # A read-only home (some containers): build for this process only.
-    return Path(tempfile.mkdtemp(prefix="sktopk-kernel-"))
+        return False
 
 
 def _load():
     """Build (once per machine) and load the library; sets ``_reason`` on failure."""
-    global _library, _reason
+    global _reason
     if os.environ.get("SKTOPK_DISABLE_CPU_KERNEL", "0") not in ("", "0"):
         _reason = "disabled by SKTOPK_DISABLE_CPU_KERNEL"
         return None
-    compiler = os.environ.get("CC", "cc")
+    compiler_name = os.environ.get("CC") or "cc"
+    compiler = shlex.split(compiler_name)  # CC="ccache gcc" is a command, not a name
     try:
         source = _SOURCE.read_bytes()
-        directory = _writable_cache_dir()
-    except OSError as exc:  # no source installed, no writable directory at all
+    except OSError as exc:  # no source installed
         _reason = f"the kernel cannot be built here ({exc})"
         return None
-    errors = []
+    try:
+        shared = _cache_dir()
+    except RuntimeError:  # no home directory (a uid without a passwd entry)
+        shared = None
+    names = []
     for flags in _FLAG_SETS:
         key = hashlib.sha256(
-            b"\0".join([source, compiler.encode(), " ".join(flags).encode(),
+            b"\0".join([source, compiler_name.encode(), " ".join(flags).encode(),
                         _machine_key().encode()])
         ).hexdigest()[:16]
-        target = directory / f"cpu_kernel-{key}.so"
+        names.append(f"cpu_kernel-{key}.so")
+    # A library built earlier, by this or another process, even in a read-only cache.
+    for name in names:
+        if shared is not None and _is_complete(shared / name):
+            try:
+                return _declare(ctypes.CDLL(str(shared / name)))
+            except OSError:
+                continue
+    if shared is not None and _writable(shared):
+        return _build_and_load(compiler, compiler_name, names, shared)
+    # A read-only or missing home (some containers): build for this process only,
+    # in a private directory removed once the library is loaded.
+    with tempfile.TemporaryDirectory(prefix="sktopk-kernel-",
+                                     ignore_cleanup_errors=True) as private:
+        return _build_and_load(compiler, compiler_name, names, Path(private))
+
+
+def _build_and_load(compiler, compiler_name, names, directory):
+    global _reason
+    errors, failed = [], []
+    for flags, name in zip(_FLAG_SETS, names, strict=True):
+        target = directory / name
+        marker = target.with_name(name + ".failed")
+        if marker.exists():  # this flag set failed here before, and a later one worked
+            errors.append(f"{' '.join(flags)}: {marker.read_text().strip()}")
+            continue
         try:
-            if not target.exists():
+            if not _is_complete(target):
                 error = _compile(compiler, flags, target)
                 if error is not None:
                     errors.append(f"{' '.join(flags)}: {error[0]}")
+                    failed.append((target, error[0]))
                     continue
-            return _declare(ctypes.CDLL(str(target)))
+            library = _declare(ctypes.CDLL(str(target)))
         except (OSError, subprocess.SubprocessError) as exc:
             errors.append(f"{' '.join(flags)}: {exc}")
-    _reason = f"the C compiler {compiler!r} could not build it ({'; '.join(errors)})"
+            continue
+        # The compiler works, so the earlier flag sets failed for their own flags
+        # (no libmvec, say): later processes skip them instead of failing again.
+        for failed_target, error in failed:
+            try:
+                _write_atomically(failed_target.with_name(failed_target.name + ".failed"),
+                                  error.encode())
+            except OSError:
+                pass
+        return library
+    _reason = (f"the C compiler {compiler_name!r} could not build or load it "
+               f"({'; '.join(errors)})")
     return None
 
 

@@ -6,6 +6,7 @@ Distribution tests are two-sided at a false-alarm rate of ALPHA = 1e-3 each.
 import math
 import multiprocessing
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -684,3 +685,106 @@ def test_expected_kth_checks_its_arguments():
     for k, sizes, epsilon in ((6, [4], 1.0), (6, [24], 1.0), (6, [6], 0.0)):
         with pytest.raises(ValueError, match="need 1 <= k <= sizes <= W"):
             _cpu_kernel.expected_kth(top, k, epsilon, sizes)
+
+
+# ---------------------------------------------------------------- build and cache
+def _real_compiler():
+    import shutil
+
+    return shutil.which(os.environ.get("CC") or "cc")
+
+
+def test_machine_key_tells_arm_cpus_apart(tmp_path):
+    # Linux on ARM has no "flags" line and an empty platform.processor(): the
+    # "Features" and part lines must reach the key, or an SVE build would be
+    # loaded on a CPU without SVE.
+    base = "processor\t: 0\nBogoMIPS\t: 243.75\nCPU implementer\t: 0x41\n"
+    first, second = tmp_path / "n1", tmp_path / "v1"
+    first.write_text(base + "Features\t: fp asimd aes\nCPU part\t: 0xd0c\n")
+    second.write_text(base + "Features\t: fp asimd aes sve\nCPU part\t: 0xd40\n")
+    assert _cpu_kernel._machine_key(first) != _cpu_kernel._machine_key(second)
+    x86 = tmp_path / "x86"
+    x86.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2\n")
+    assert "avx2" in _cpu_kernel._machine_key(x86)
+
+
+_LOAD_IN_CHILD = """
+from sktopk import _cpu_kernel
+print("loaded" if _cpu_kernel.library() is not None else _cpu_kernel.unavailable_reason())
+"""
+
+
+@needs_kernel
+def test_truncated_cached_library_is_rebuilt_not_loaded(tmp_path):
+    # Loading a truncated shared library crashes the process (SIGBUS), so each
+    # load runs in a child; the cache must notice and rebuild.
+    import subprocess
+
+    env = dict(os.environ, SKTOPK_CACHE_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    env.pop("SKTOPK_DISABLE_CPU_KERNEL", None)
+
+    def load():
+        return subprocess.run([sys.executable, "-c", _LOAD_IN_CHILD], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    assert "loaded" in load().stdout
+    (library,) = tmp_path.glob("cpu_kernel-*.so")
+    whole = library.read_bytes()
+    library.write_bytes(whole[: len(whole) // 2])
+    done = load()
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr[-2000:]
+    assert library.read_bytes() == whole  # rebuilt (the same compiler, the same bytes)
+
+
+@needs_kernel
+def test_flag_set_that_fails_is_remembered_and_skipped(monkeypatch, tmp_path):
+    # A compiler that cannot link libmvec (musl, macOS): the next flag set works,
+    # and later processes must not pay for the failing build again.
+    log = tmp_path / "calls.log"
+    wrapper = tmp_path / "cc-without-mvec"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n'
+                       'for a in "$@"; do [ "$a" = -lmvec ] && exit 1; done\n'
+                       f'exec "{_real_compiler()}" "$@"\n')
+    wrapper.chmod(0o755)
+    _fresh_kernel_state(monkeypatch, tmp_path / "cache")
+    monkeypatch.setenv("CC", str(wrapper))
+    assert _cpu_kernel.library() is not None
+    assert len(list((tmp_path / "cache").glob("*.failed"))) == 1
+    calls = log.read_text()
+    _fresh_kernel_state(monkeypatch, tmp_path / "cache")
+    assert _cpu_kernel.library() is not None
+    assert log.read_text() == calls  # loaded from the cache: no compiler call
+
+
+@needs_kernel
+def test_read_only_cache_with_a_library_is_used_as_it_is(monkeypatch, tmp_path):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    assert _cpu_kernel.library() is not None
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(_cpu_kernel, "_writable", lambda directory: False)
+    # Same cache key (CC unchanged), nothing to build: it must not try.
+    monkeypatch.setattr(_cpu_kernel, "_compile", lambda *args: pytest.fail("rebuilt"))
+    assert _cpu_kernel.library() is not None
+
+
+@needs_kernel
+@pytest.mark.parametrize("how", ["CC with arguments", "relative cache directory",
+                                 "no home directory"])
+def test_builds_from_awkward_settings(monkeypatch, tmp_path, how):
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    if how == "CC with arguments":
+        monkeypatch.setenv("CC", f"{_real_compiler()} -std=gnu11")
+    elif how == "relative cache directory":
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("SKTOPK_CACHE_DIR", ".")
+    else:
+        monkeypatch.delenv("SKTOPK_CACHE_DIR")
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+        def no_home():
+            raise RuntimeError("Could not determine home directory.")
+
+        monkeypatch.setattr(_cpu_kernel.Path, "home", staticmethod(no_home))
+    assert _cpu_kernel.library() is not None, _cpu_kernel.unavailable_reason()
+    if how == "relative cache directory":
+        assert list(tmp_path.glob("cpu_kernel-*.so"))
