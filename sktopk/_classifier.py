@@ -1044,6 +1044,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
     def __setstate__(self, state):
         state = dict(state)
         version = state.pop("_sktopk_format", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TypeError(f"This file's sktopk format is {version!r}, not a version number: "
+                            "it is not a file sktopk wrote.")
         if version > FORMAT_VERSION:
             raise ValueError(
                 f"This {type(self).__name__} was saved in sktopk's format {version}, newer "
@@ -1061,9 +1064,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         weights = state.pop("_module_weights", None)
         tree = state.pop("_module_tree", None)
         super().__setstate__(state)
-        if self.__dict__.get("device_", "cpu").startswith("cuda") and not (
-                torch.cuda.is_available()):
-            self.device_ = "cpu"
+        if "device_" in self.__dict__:
+            self.device_ = _loadable_device(self.device_)
         if weights is not None:
             module = _build_mlp(self._architecture_, torch.Generator().manual_seed(0))
             module.load_state_dict({name: array_to_tensor(*entry)
@@ -1072,7 +1074,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             module = module_from_state(tree)
         else:
             return
-        self.module_ = module.to(self.device_)
+        # torch's own method: the module's class cannot have replaced it.
+        self.module_ = torch.nn.Module.to(module, self.device_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1082,6 +1085,24 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         # common checks' 0.83 top-1 threshold on tiny data is not their target.
         tags.classifier_tags.poor_score = True
         return tags
+
+
+def _loadable_device(device):
+    """Where a loaded model goes: its training device if this machine has it, else the CPU.
+
+    A model trained on a GPU (or Apple's MPS) loads on a machine without one; one
+    trained on ``cuda:1`` goes to the first GPU of a machine that has fewer.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return "cuda"
+    elif device.type == "mps" and not (
+            hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return "cpu"
+    return str(device)
 
 
 def _fixed_predict_rows(n_classes):
@@ -1251,7 +1272,9 @@ _SHARED_PARAMETERS = """
         parameter (loss, k, learning rate, optimizer, epochs...). It keeps the
         previous classes and network: labels outside ``classes_``, another
         ``hidden_layer_sizes`` or ``module`` raise a ValueError; a new
-        ``activation`` or ``dropout`` is applied around the same weights.
+        ``activation`` or ``dropout`` is applied around the same weights. A
+        saved and loaded (or deep-copied) model keeps its weights but not the
+        optimizer state (momenta): its next fit restarts the optimizer.
     callbacks : list of (name, skorch.callbacks.Callback), default=None
         Extra skorch callbacks (LR schedules, checkpoints, ...). Each fit uses
         copies, so the objects you pass are never modified. skorch's scoring

@@ -207,3 +207,69 @@ def test_pickle_holds_no_torch_object_even_with_callbacks(data):
     saved = sio.dumps(clf)
     loaded = sio.loads(saved, trusted=sio.get_untrusted_types(data=saved))
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+
+
+@pytest.mark.parametrize("make", [lambda: torch.nn.LSTM(3, 4, num_layers=2),
+                                  lambda: torch.nn.GRU(3, 4, bidirectional=True)],
+                         ids=["lstm", "gru"])
+def test_recurrent_layers_round_trip(make):
+    # torch's RNN layers keep lists of (weak references to) their own weights.
+    torch.manual_seed(0)
+    net = make()
+    rebuilt = module_from_state(module_to_state(net))
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(rebuilt(x)[0], net(x)[0], rtol=0, atol=0)
+    rebuilt(x)[0].sum().backward()  # the relinked weights are the trained ones
+    assert all(p.grad is not None for p in rebuilt.parameters())
+    blob = pickle.dumps(module_to_state(net))
+    torch.testing.assert_close(module_from_state(pickle.loads(blob))(x)[0], net(x)[0])
+
+
+def test_torch_dtype_and_device_attributes_round_trip():
+    class Typed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+            self.compute_dtype, self.home = torch.float64, torch.device("cpu")
+
+    rebuilt = module_from_state(module_to_state(Typed()))
+    assert rebuilt.compute_dtype is torch.float64 and rebuilt.home == torch.device("cpu")
+
+
+def test_hooks_and_parametrizations_are_refused_at_save_time():
+    hooked = torch.nn.Linear(3, 2)
+    hooked.register_forward_hook(lambda module, args, output: 10 * output)
+    with pytest.raises(TypeError, match="forward_hooks"):
+        module_to_state(torch.nn.Sequential(hooked))
+    normed = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 2))
+    with pytest.raises(TypeError, match="parametrized"):
+        module_to_state(normed)
+
+
+def test_a_file_attribute_hiding_a_method_is_refused():
+    # A state naming a function under "to" would have it called by __setstate__.
+    state = module_to_state(torch.nn.Linear(3, 2))
+    state["attributes"]["to"] = print
+    with pytest.raises(TypeError, match=r"\['to'\] that would hide methods"):
+        module_from_state(state)
+
+
+def test_models_from_devices_this_machine_lacks_load_on_one_it_has(monkeypatch):
+    from sktopk._classifier import _loadable_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _loadable_device("cuda:1") == "cpu"
+    if not torch.backends.mps.is_available():
+        assert _loadable_device("mps") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _loadable_device("cuda:1") == "cuda"
+    assert _loadable_device("cuda:0") == "cuda:0" and _loadable_device("cpu") == "cpu"
+
+
+def test_a_tampered_format_version_is_a_clear_error(data):
+    X, y = data
+    state = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y).__getstate__()
+    state["_sktopk_format"] = "3"
+    with pytest.raises(TypeError, match="not a version number"):
+        TopKClassifier.__new__(TopKClassifier).__setstate__(state)
