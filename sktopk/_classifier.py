@@ -61,6 +61,7 @@ from ._training import (
 )
 from ._validation import check_positive_int, reduce_loss
 from ._weight_averaging import WeightAveraging, batches_per_epoch
+from .metrics._top_k_accuracy import _encode
 
 # refit="auto" refits above this many rows: scikit-learn's threshold for
 # HistGradientBoosting's early_stopping="auto".
@@ -450,23 +451,25 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         with _seeded_global_rng(seeds["init"], device):
             return self.module(**kwargs)
 
-    def _continued_module(self, architecture):
+    def _continued_module(self, architecture, partial=False):
         """A copy of the fitted network to keep training, or a clear error if it cannot be."""
         fitted = self._architecture_
+        how, remedy = (("partial_fit continues", "Call fit with warm_start=False") if partial
+                       else ("warm_start=True continues", "Set warm_start=False"))
         if architecture["kind"] != fitted["kind"] or (
                 fitted["kind"] == "custom"
                 and architecture["module_class"] is not fitted["module_class"]):
             raise ValueError(
-                "warm_start=True continues the previous network, but the module parameter "
-                "changed since the last fit. Set warm_start=False to train a new network."
+                f"{how} the previous network, but the module parameter changed since the "
+                f"last fit. {remedy} to train a new network, or restore module."
             )
         if fitted["kind"] == "mlp":
             if architecture["hidden_layer_sizes"] != fitted["hidden_layer_sizes"]:
                 raise ValueError(
-                    "warm_start=True continues the previous network, but hidden_layer_sizes "
-                    f"changed from {fitted['hidden_layer_sizes']} to "
-                    f"{architecture['hidden_layer_sizes']}: the weights do not fit the new "
-                    "sizes. Set warm_start=False to train a new network."
+                    f"{how} the previous network, but hidden_layer_sizes changed from "
+                    f"{fitted['hidden_layer_sizes']} to {architecture['hidden_layer_sizes']}: "
+                    f"the weights do not fit the new sizes. {remedy} to train a new network, "
+                    "or restore hidden_layer_sizes."
                 )
             if architecture != fitted:
                 # activation or dropout changed: same weights, new layers around them.
@@ -685,7 +688,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y contains labels {unknown[:10]!r} not in classes_ "
                              f"{self.classes_[:10]!r}: {how}, or refit.")
         y_idx = np.searchsorted(self.classes_, y)
-        weight = self._sample_weight(X, y, sample_weight)
+        weight = self._sample_weight(X, y_idx, sample_weight, partial)
         n_classes = len(self.classes_)
 
         if reset:
@@ -702,7 +705,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                           sparse_batches=self._sparse_batches())
         architecture = self._architecture(X.shape[1], n_classes)
         module = (self._new_module(architecture, seeds, device) if reset
-                  else self._continued_module(architecture))
+                  else self._continued_module(architecture, partial))
         # On the training device before the output check feeds it a batch (skorch
         # would move it only later).
         module = module.to(device)
@@ -783,7 +786,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 "or check them for extreme values."
             )
 
-    def _sample_weight(self, X, y, sample_weight):
+    def _sample_weight(self, X, y_idx, sample_weight, partial):
         weight = None
         if sample_weight is not None:
             weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
@@ -791,7 +794,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             if not np.isfinite(weight).all():
                 raise ValueError("sample_weight contains NaN or infinite values.")
         if self.class_weight is not None:
-            class_factor = compute_sample_weight(self.class_weight, y)
+            class_factor = self._class_factor(y_idx, partial)
             weight = class_factor if weight is None else weight * class_factor
         if weight is not None and not weight.sum() > 0:
             raise ValueError(
@@ -799,6 +802,30 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 "nothing would be learned. Give some samples a positive weight."
             )
         return weight
+
+    def _class_factor(self, y_idx, partial):
+        """Each sample's ``class_weight`` factor; a dict is read against ``classes_``."""
+        if isinstance(self.class_weight, str):  # "balanced", on this call's labels
+            if partial:
+                raise ValueError(
+                    "class_weight='balanced' is not supported by partial_fit: each call "
+                    "would balance its own chunk. Compute the weights once, e.g. "
+                    "sklearn.utils.class_weight.compute_class_weight('balanced', "
+                    "classes=classes, y=y) on the whole target, and pass them as a dict."
+                )
+            return compute_sample_weight("balanced", y_idx)
+        # A chunk (partial_fit) or a continued fit's data may lack a weighted class.
+        labels = np.asarray(list(self.class_weight), dtype=object)
+        positions = _encode(labels, self.classes_.astype(object))
+        if (positions < 0).any():
+            raise ValueError(
+                f"class_weight names {labels[positions < 0].tolist()[:10]}, which are not "
+                f"classes of y ({self.classes_[:10].tolist()}...): give weights for the "
+                "labels of y only."
+            )
+        factors = np.ones(len(self.classes_))
+        factors[positions] = np.asarray(list(self.class_weight.values()), dtype=np.float64)
+        return factors[y_idx]
 
     def _extra_fit_settings(self):
         return {}
@@ -849,7 +876,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         for tau in _TAU_GRID:
             adjusted = posthoc_logit_adjust(scores * scale, self.class_counts_, tau)
             value = average_hits(top_k_hits(adjusted, valid_data.y, self.k_), valid_data.y,
-                                 n_classes, average)
+                                 n_classes, average, valid_data.sample_weight)
             if value > best:  # ties keep the smaller tau
                 best_tau, best = tau, value
         return best_tau
@@ -1255,7 +1282,9 @@ _SHARED_PARAMETERS = """
         Patience of early stopping, in epochs.
     class_weight : dict, "balanced" or None, default=None
         Per-class factors (finite, non-negative, not all zero) applied to the
-        sample weights.
+        sample weights; a dict may leave classes out (factor 1). "balanced" is
+        computed on the labels of each ``fit`` call, and refused by
+        ``partial_fit`` (it would balance each chunk on its own).
     device : str, default="auto"
         "auto" trains on CUDA when available, else on CPU; "cpu", "cuda", "cuda:1",
         "mps".
@@ -1292,7 +1321,8 @@ _SHARED_PARAMETERS = """
         What early stopping watches on the hold-out: the top-k accuracy
         ("top_k", the default of :class:`TopKClassifier`), its class average
         ("macro_top_k", the default of :class:`ImbalancedTopKClassifier`), or the
-        training loss ("loss", recorded as ``holdout_loss``).
+        training loss ("loss", recorded as ``holdout_loss``). All three weigh the
+        hold-out samples by ``sample_weight`` times ``class_weight``.
     lr_schedule : {"constant", "cosine", "step"}, default="constant"
         Learning-rate schedule over ``max_epochs`` (per epoch, through skorch's
         ``LRScheduler``): "cosine" anneals to 0, "step" divides by 10 at 80% and

@@ -255,15 +255,29 @@ def top_k_hits(scores, target, k):
     return (scores.topk(k, dim=1).indices == target.unsqueeze(1)).any(dim=1)
 
 
-def average_hits(hits, target, n_classes, average):
-    """Micro (all samples) or macro (mean over present classes) rate of ``hits``."""
+def average_hits(hits, target, n_classes, average, weight=None):
+    """Micro (all samples) or macro (mean over present classes) rate of ``hits``.
+
+    With per-sample ``weight`` (sample_weight times class_weight), the rates are
+    weighted, as the hold-out loss is; a class whose samples all weigh zero is
+    not present. 0 when no sample weighs anything.
+    """
     hits = hits.float()
+    if weight is None:
+        if average == "micro":
+            return float(hits.mean())
+        per_class = torch.zeros(n_classes, device=hits.device).index_add_(0, target, hits)
+        counts = torch.bincount(target, minlength=n_classes).float()
+        present = counts > 0
+        return float((per_class[present] / counts[present]).mean())
+    weight = weight.to(hits.dtype)
     if average == "micro":
-        return float(hits.mean())
-    per_class = torch.zeros(n_classes, device=hits.device).index_add_(0, target, hits)
-    counts = torch.bincount(target, minlength=n_classes).float()
-    present = counts > 0
-    return float((per_class[present] / counts[present]).mean())
+        total = weight.sum()
+        return float((hits * weight).sum() / total) if total > 0 else 0.0
+    per_class = torch.zeros(n_classes, device=hits.device).index_add_(0, target, hits * weight)
+    totals = torch.zeros(n_classes, device=hits.device).index_add_(0, target, weight)
+    present = totals > 0
+    return float((per_class[present] / totals[present]).mean()) if present.any() else 0.0
 
 
 class ValidationTopKAccuracy(Callback):
@@ -284,7 +298,8 @@ class ValidationTopKAccuracy(Callback):
             for start, scores in _with_offsets(iter_scores(net.module_, self.data,
                                                            self.batch_size, self.precision))
         ])
-        value = average_hits(hits, self.data.y, self.n_classes, self.average)
+        value = average_hits(hits, self.data.y, self.n_classes, self.average,
+                             self.data.sample_weight)
         net.history.record("valid_topk", value)
 
 

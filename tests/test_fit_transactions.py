@@ -142,6 +142,35 @@ def test_the_schedule_and_user_callbacks_see_the_epoch_early_stopping_ends(data)
     assert all(row.get("seen") and "event_lr" in row for row in clf.history_)
 
 
+def test_class_weight_dict_applies_to_chunks_lacking_a_weighted_class(data):
+    # Read against classes_, not against the labels of the chunk (as SGDClassifier).
+    X, y = data
+    names = np.array(["ant", "bee", "cat", "dog"])
+    labels = names[y]
+    chunk = labels != "cat"
+    weighted = TopKClassifier(k=2, class_weight={"cat": 5.0}, random_state=0, **FAST)
+    weighted.partial_fit(X[chunk], labels[chunk], classes=names)
+    weighted.partial_fit(X, labels)
+    by_hand = TopKClassifier(k=2, random_state=0, **FAST)
+    by_hand.partial_fit(X[chunk], labels[chunk], classes=names)
+    by_hand.partial_fit(X, labels, sample_weight=np.where(labels == "cat", 5.0, 1.0))
+    np.testing.assert_array_equal(weighted.decision_function(X), by_hand.decision_function(X))
+    warm = TopKClassifier(k=2, class_weight={"cat": 5.0}, warm_start=True, **FAST)
+    warm.fit(X, labels).fit(X[chunk], labels[chunk])  # no error either
+    with pytest.raises(ValueError, match="not supported by partial_fit"):
+        TopKClassifier(class_weight="balanced", **FAST).partial_fit(X, labels, classes=names)
+    with pytest.raises(ValueError, match="not classes of y"):
+        TopKClassifier(class_weight={"emu": 2.0}, **FAST).fit(X, labels)
+
+
+def test_partial_fit_after_new_sizes_says_what_to_do(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    clf.set_params(hidden_layer_sizes=(4,))
+    with pytest.raises(ValueError, match="partial_fit continues.*Call fit with warm_start=False"):
+        clf.partial_fit(X, y)
+
+
 def test_warm_start_refuses_a_new_architecture_or_new_classes_and_keeps_the_model(data):
     X, y = data
     clf = TopKClassifier(k=2, warm_start=True, random_state=0, **FAST).fit(X, y)
@@ -417,3 +446,44 @@ EstimatorLifecycle.TestCase.settings = settings(
     max_examples=15, stateful_step_count=8, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_estimator_lifecycle = EstimatorLifecycle.TestCase
+
+
+@pytest.mark.parametrize("average", ["micro", "macro"])
+def test_hold_out_top_k_is_weighted_like_the_hold_out_loss(average):
+    # Against a per-sample loop; zero-weight samples must not count.
+    from sktopk._training import average_hits
+
+    gen = torch.Generator().manual_seed(0)
+    hits = torch.rand(60, generator=gen) < 0.5
+    target = torch.randint(0, 5, (60,), generator=gen)
+    weight = torch.rand(60, generator=gen)
+    weight[target == 4] = 0.0  # class 4 weighs nothing: absent from the macro mean
+    h, t, w = hits.numpy().astype(float), target.numpy(), weight.numpy().astype(float)
+    if average == "micro":
+        expected = (h * w).sum() / w.sum()
+    else:
+        expected = np.mean([(h * w)[t == c].sum() / w[t == c].sum() for c in range(4)])
+    assert average_hits(hits, target, 5, average, weight) == pytest.approx(expected, rel=1e-6)
+    unweighted = average_hits(hits, target, 5, average)
+    assert average_hits(hits, target, 5, average, torch.ones(60)) == pytest.approx(unweighted)
+    assert average_hits(hits, target, 5, average, torch.zeros(60)) == 0.0
+
+
+def test_hold_out_monitor_reads_the_sample_weights(data):
+    from skorch.history import History
+
+    from sktopk._training import TensorData, ValidationTopKAccuracy
+
+    X, y = data
+    weight = np.where(y == 0, 1.0, 0.0)  # only class 0 counts
+    module = torch.nn.Linear(X.shape[1], 4)
+    with torch.no_grad():
+        predicted = module(torch.from_numpy(X)).argmax(1).numpy()
+
+    class Net:
+        module_, history = module, History()
+
+    Net.history.new_epoch()
+    callback = ValidationTopKAccuracy(TensorData(X, y, weight), k=1, n_classes=4)
+    callback.on_epoch_end(Net)
+    assert Net.history[-1, "valid_topk"] == pytest.approx(np.mean(predicted[y == 0] == 0))

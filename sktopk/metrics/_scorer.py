@@ -193,12 +193,12 @@ def make_top_k_scorer(k=5, *, average="micro", response_method=DEFAULT_RESPONSE)
     Ties between scores rank the class that comes first in ``classes_`` first, the
     same rule as sktopk estimators' ``predict_topk``.
 
-    scikit-learn routes ``sample_weight`` to scorers only when metadata routing is
-    enabled (``sklearn.set_config(enable_metadata_routing=True)`` and
-    ``scorer.set_score_request(sample_weight=True)``); without routing,
-    ``cross_validate(params=...)`` and ``GridSearchCV.fit(**params)`` pass it to
-    ``fit`` only, and the scores are unweighted. Calling the scorer directly with
-    ``sample_weight=`` always works.
+    With metadata routing (``sklearn.set_config(enable_metadata_routing=True)``
+    and ``scorer.set_score_request(sample_weight=True)``) scikit-learn passes
+    ``sample_weight`` to the scorer. Without it, ``GridSearchCV.fit(X, y,
+    sample_weight=w)`` weighs the scores too in recent scikit-learn (checked with
+    1.9), while ``cross_validate(params=...)`` passes the weights to ``fit`` only.
+    Calling the scorer directly with ``sample_weight=`` always works.
 
     Examples
     --------
