@@ -11,7 +11,7 @@ scorers in :mod:`sktopk.metrics`, the bundled real datasets in
 
 import importlib
 
-__version__ = "0.12.0"
+__version__ = "0.12.1"
 
 __all__ = [
     "AverageKClassifier",
