@@ -500,7 +500,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         """The 1-based epoch from which ``drw_start`` re-weights (None: never)."""
         if self.drw_start is None:
             return None
-        return int(np.floor(self.drw_start * self.max_epochs)) + 1
+        # Rounded first: 0.29 * 100 is 28.999... in floating point.
+        return int(np.floor(round(self.drw_start * self.max_epochs, 9))) + 1
 
     def _make_callbacks(self, valid_data, n_classes, train_data=None, partial=False,
                         reweight_from=None):
@@ -745,9 +746,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             self._train(net, data, refit_epochs, architecture, seeds, device)
             history += [{**row, "refit": True} for row in net.history]
 
-        # Success: publish the new fitted state.
+        # Success: publish the new fitted state, in eval mode: predictions from
+        # several threads must not switch dropout or batch statistics back on
+        # for each other (each scoring pass restores the mode it found).
         self.logit_adjustment_ = logit_adjustment
-        self.module_ = net.module_
+        self.module_ = net.module_.eval()
         self._net = net
         self._optimizer_state = (type(net.optimizer_), net.optimizer_.state_dict())
         self._architecture_ = architecture
@@ -897,8 +900,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 and self._fit_settings["precision"] == "fp32"):
             return module
         # Cached outside the estimator (predicting must not change its __dict__),
-        # and refreshed if the weights were modified in place since.
-        versions = tuple(p._version for p in module.parameters())
+        # and refreshed if the weights were modified in place since, or replaced
+        # through .data (torch.nn.utils.vector_to_parameters; a new storage).
+        # In-place writes to .data itself are invisible to torch too: not seen.
+        versions = tuple((p._version, p.data_ptr()) for p in module.parameters())
         cached = _FLOAT64_COPIES.get(module)
         if cached is None or cached[0] != versions:
             cached = _FLOAT64_COPIES[module] = (
@@ -1101,8 +1106,8 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             module = module_from_state(tree)
         else:
             return
-        # torch's own method: the module's class cannot have replaced it.
-        self.module_ = torch.nn.Module.to(module, self.device_)
+        # torch's own methods: the module's class cannot have replaced them.
+        self.module_ = torch.nn.Module.eval(torch.nn.Module.to(module, self.device_))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1326,8 +1331,9 @@ _SHARED_PARAMETERS = """
     lr_schedule : {"constant", "cosine", "step"}, default="constant"
         Learning-rate schedule over ``max_epochs`` (per epoch, through skorch's
         ``LRScheduler``): "cosine" anneals to 0, "step" divides by 10 at 80% and
-        90% of ``max_epochs``. Early stopping may end training before the end.
-        ``partial_fit`` trains at the constant rate.
+        again at 90% of the epochs after the warm-up (of ``max_epochs`` without
+        one). Early stopping may end training before the end. ``partial_fit``
+        trains at the constant rate.
     warmup_epochs : int, default=0
         Epochs of linear warm-up before the schedule (any schedule).
     drw_start : float in [0, 1] or None, default=None
@@ -1338,6 +1344,7 @@ _SHARED_PARAMETERS = """
         stopping, a plateau before that epoch switches the weights on instead of
         stopping (best weights so far restored, patience restarted), and the best
         epoch of both stages on the monitored metric is kept. None: never.
+        ``fit`` only: ``partial_fit`` never re-weights.
     ce_weight : float or "auto"
         Default 0 for :class:`TopKClassifier`, "auto" for
         :class:`ImbalancedTopKClassifier`. Adds ``ce_weight`` times the
@@ -1378,7 +1385,10 @@ _SHARED_PARAMETERS = """
         :class:`~sklearn.ensemble.HistGradientBoostingClassifier`). ``False``
         saves the second training (about 45% of the fit time). Your
         ``callbacks`` run in both trainings. No effect without early stopping,
-        whose fit already trains on all of X.
+        whose fit already trains on all of X. The refit replays the epoch count
+        and the re-weighting switch, not the learning rates: with a schedule, it
+        runs the schedule's first epochs, which differ from the path it copies
+        when a plateau switched re-weighting on and rewound the weights.
 """
 
 _SHARED_ATTRIBUTES = """

@@ -6,8 +6,9 @@ from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import LambdaLR
 
 SCHEDULES = ("constant", "cosine", "step")
-# "step": divide by 10 at these fractions of max_epochs (the CIFAR recipe of
-# Cao et al. 2019: epochs 160 and 180 of 200).
+# "step": divide by 10 at these fractions of the epochs after the warm-up
+# (after the CIFAR recipe of Cao et al. 2019, drops at epochs 160 and 180 of 200,
+# by 100 each in their code).
 _STEP_AT = (0.8, 0.9)
 
 

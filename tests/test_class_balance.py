@@ -131,3 +131,13 @@ def test_a_plateau_switch_records_the_epoch_it_rewound_to(data):
     assert callbacks["deferred_reweighting"].switched_at_ == 3
     assert replay_plan(callbacks["early_stopping"], callbacks["deferred_reweighting"],
                        staged.n_iter_) == (1, None)
+
+
+def test_drw_start_epoch_is_not_lost_to_rounding():
+    # 0.29 * 100 is 28.999... in floating point: the switch is after epoch 29.
+    from sktopk import TopKClassifier
+
+    for start, epochs, expected in [(0.29, 100, 30), (0.57, 100, 58), (0.58, 50, 30),
+                                    (0.5, 40, 21), (0.0, 10, 1)]:
+        clf = TopKClassifier(drw_start=start, max_epochs=epochs)
+        assert clf._drw_start_epoch() == expected

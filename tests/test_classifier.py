@@ -473,3 +473,44 @@ def test_io_buffer_pickle(data):
     pickle.dump(clf, buffer)
     buffer.seek(0)
     np.testing.assert_array_equal(pickle.load(buffer).predict(X), clf.predict(X))
+
+
+@pytest.mark.parametrize("Estimator", [TopKClassifier, ImbalancedTopKClassifier])
+def test_concurrent_predictions_keep_dropout_off_and_the_model_unchanged(Estimator, data):
+    # The published network is in eval mode: a scoring pass in one thread must
+    # not switch dropout back on under another (it did, and drew from the global RNG).
+    import threading
+
+    X, y = data
+    clf = Estimator(k=2, dropout=0.5, random_state=0, **FAST).fit(X, y)
+    assert not clf.module_.training
+    assert not pickle.loads(pickle.dumps(clf)).module_.training
+    chunks = [X[i::8] for i in range(8)]
+    expected = [clf.decision_function(chunk) for chunk in chunks]
+    rng_state = torch.get_rng_state()
+    failures = []
+
+    def score(i):
+        for _ in range(10):
+            if not np.array_equal(clf.decision_function(chunks[i]), expected[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=score, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert torch.equal(torch.get_rng_state(), rng_state)
+
+
+def test_weights_replaced_through_data_are_seen_by_predictions(data):
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    before = clf.decision_function(X)  # fills the float64 scoring cache
+    vector = torch.nn.utils.parameters_to_vector(clf.module_.parameters())
+    torch.nn.utils.vector_to_parameters(vector * 0.5, clf.module_.parameters())
+    after = clf.decision_function(X)
+    assert not np.allclose(after, before)
+    # A loaded copy scores from the current weights, with no cache to go stale.
+    np.testing.assert_array_equal(after, pickle.loads(pickle.dumps(clf)).decision_function(X))
