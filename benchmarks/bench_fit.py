@@ -176,7 +176,7 @@ def main(argv=None):
                                                 device)
             if (loss_name == "cross_entropy" and device.type == "cpu" and not args.skip_sklearn
                     and not args.sktopk_only):
-                runs["sklearn"] = sklearn_mlp(X, y, args.epochs)
+                runs["sklearn"] = sklearn_mlp(X, y, args.epochs + 1)
             med = {name: statistics.median(d[1:] if len(d) > 1 else d)
                    for name, d in runs.items()}
             summary[(n_classes, loss_name)] = med

@@ -167,8 +167,13 @@ def paired_difference(rows, metric, baseline, group_keys=()):
     """Mean paired difference to ``baseline`` (same seed and group) with its 95% t-interval."""
     by_key = {}
     for row in rows:
-        key = tuple(row[k] for k in group_keys)
-        by_key.setdefault(key, {}).setdefault(row["method"], {})[row["seed"]] = row[metric]
+        key = tuple(row.get(k, "-") for k in group_keys)
+        seeds = by_key.setdefault(key, {}).setdefault(row["method"], {})
+        if row["seed"] in seeds:  # the last row would win silently
+            group = dict(zip(group_keys, key, strict=True))
+            raise ValueError(f"two rows of {row['method']} for seed {row['seed']} in the group "
+                             f"{group}: give rows of one run per group.")
+        seeds[row["seed"]] = row[metric]
     prefix = "| " + " | ".join(group_keys) + " " if group_keys else ""
     lines = [prefix + f"| method | {metric} - {baseline} | 95% CI | seeds |",
              "|" + "---|" * (len(group_keys) + 4)]
@@ -223,7 +228,7 @@ def run_method(method, X, y, seed, select_average):
 def summarize(rows, group_keys, metrics):
     groups = {}
     for row in rows:
-        groups.setdefault(tuple(row[key] for key in group_keys), []).append(row)
+        groups.setdefault(tuple(row.get(key, "-") for key in group_keys), []).append(row)
     header = "| " + " | ".join(group_keys) + " | " + " | ".join(metrics) + " | seeds |"
     lines = [header, "|" + "---|" * (len(group_keys) + len(metrics) + 1)]
     for key, members in groups.items():
@@ -401,24 +406,40 @@ def part_cost():
 
 
 def tables(rows):
-    """The summary tables of raw rows (of any part) saved by an earlier run."""
-    if "dataset" in rows[0]:
-        table = summarize(rows, ["dataset", "noise", "method"],
-                          ["top1", "top5", "macro_top5", "fit_seconds"])
-        diffs = [paired_difference(rows, metric, baseline, ("dataset", "noise"))
-                 for baseline in ("TopKClassifier(loss='cross_entropy')",
-                                  "TopKClassifier(loss='logit_adjusted', "
-                                  "monitor='macro_top_k')")
-                 for metric in ("top5", "macro_top5")]
-    elif "noise" in rows[0]:
-        table = summarize(rows, ["noise", "method"], ["top1", "top5", "fit_seconds"])
-        diffs = [paired_difference(rows, "top5", "cross_entropy", ("noise",))]
-    else:
-        table = summarize(rows, ["method"], ["top1", "top5", "macro_top5", "fit_seconds"])
-        diffs = [paired_difference(rows, metric, "cross_entropy")
-                 for metric in ("top5", "macro_top5")]
+    """The summary tables of raw rows (of any part) saved by an earlier run.
+
+    Rows of each part are summarised apart, and grouped by their features, noise
+    mode and commit too, so that files of several runs never mix in one mean.
+    """
+    parts = {"defaults": [r for r in rows if "dataset" in r],
+             "noise": [r for r in rows if "dataset" not in r and "noise" in r],
+             "cities": [r for r in rows if "dataset" not in r and "noise" not in r]}
+    out = []
+    for part, members in parts.items():
+        if not members:
+            continue
+        extra = [key for key in ("features", "noise_mode", "commit")
+                 if any(key in row for row in members)]
+        if part == "defaults":
+            keys = ["dataset", "noise", *extra]
+            out.append(summarize(members, [*keys, "method"],
+                                 ["top1", "top5", "macro_top5", "fit_seconds"]))
+            out += [paired_difference(members, metric, baseline, keys)
+                    for baseline in ("TopKClassifier(loss='cross_entropy')",
+                                     "TopKClassifier(loss='logit_adjusted', "
+                                     "monitor='macro_top_k')")
+                    for metric in ("top5", "macro_top5")]
+        elif part == "noise":
+            keys = ["noise", *extra]
+            out.append(summarize(members, [*keys, "method"], ["top1", "top5", "fit_seconds"]))
+            out.append(paired_difference(members, "top5", "cross_entropy", keys))
+        else:
+            out.append(summarize(members, [*extra, "method"],
+                                 ["top1", "top5", "macro_top5", "fit_seconds"]))
+            out += [paired_difference(members, metric, "cross_entropy", extra)
+                    for metric in ("top5", "macro_top5")]
     commits = sorted({str(row.get("commit")) for row in rows})
-    return "\n\n".join([table, *diffs, f"commits of the rows: {', '.join(commits)}"])
+    return "\n\n".join([*out, f"commits of the rows: {', '.join(commits)}"])
 
 
 def main(argv=None):
