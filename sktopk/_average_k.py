@@ -30,24 +30,32 @@ _MODES = ("global", "classwise")
 def _global_threshold(proba, average_k):
     """Threshold whose sets ``proba >= t`` hold closest to ``average_k`` labels on average.
 
-    The candidates are the calibration probabilities themselves. Without ties
-    this is the ``round(average_k * n)``-th largest of them. Tied probabilities
-    (k-NN, trees: many exact zeros) move the mean size in jumps, and the
-    threshold is then the value whose size is nearest, with a warning when no
-    value comes within half a label.
+    The candidates are the calibration probabilities themselves, and the mean
+    size of ``proba >= t`` falls as ``t`` grows. Let ``t0`` be the
+    ``round(average_k * n)``-th largest probability: the size at ``t0`` is at
+    least ``average_k`` (up to that rounding) and the size at the next larger
+    value is below it, so the nearest size is at one of the two (``t0`` on a
+    tie). Tied probabilities (k-NN, trees: many exact zeros) make the sizes
+    jump, with a warning when the nearest is more than half a label away.
+    Linear time: one partition and two counts.
     """
-    flat = np.sort(proba.ravel())
-    values = np.unique(flat)
-    sizes = (flat.size - np.searchsorted(flat, values, side="left")) / proba.shape[0]
-    # sizes decrease as the threshold grows; argmin keeps the larger set on a tie.
-    best = int(np.argmin(np.abs(sizes - average_k)))
-    if abs(sizes[best] - average_k) > 0.5:
+    n_rows = proba.shape[0]
+    flat = proba.ravel()
+    n_in = int(np.clip(round(average_k * n_rows), 1, flat.size))
+    t0 = float(np.partition(flat, flat.size - n_in)[flat.size - n_in])
+    best, size = t0, np.count_nonzero(flat >= t0) / n_rows
+    above = flat[flat > t0]
+    if above.size:
+        t1, size1 = float(above.min()), above.size / n_rows
+        if abs(size1 - average_k) < abs(size - average_k):
+            best, size = t1, size1
+    if abs(size - average_k) > 0.5:
         warnings.warn(
             f"Tied calibration probabilities make a mean set size of average_k={average_k} "
-            f"unreachable with one threshold; the nearest, {sizes[best]:.3g} labels, is used. "
+            f"unreachable with one threshold; the nearest, {size:.3g} labels, is used. "
             "The estimator gives too few distinct probabilities (k-NN, trees); one with "
             "smoother probabilities gets closer.", UserWarning, stacklevel=3)
-    return float(values[best])
+    return best
 
 
 def _classwise_thresholds(proba, y_index, average_k):
@@ -197,6 +205,9 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> print(f"{set_accuracy_score(y_test, sets):.3f}")
     0.996
     """
+
+    # For check_not_one_vs_one: decision_function passes the estimator's scores on.
+    _decision_function_is_the_estimators = True
 
     def __init__(self, estimator, *, average_k=5, calibration_fraction=0.2, cv=None,
                  mode="global", random_state=None):

@@ -108,9 +108,14 @@ class StagedEarlyStopping(EarlyStopping):
 
     def on_train_begin(self, net, **kwargs):
         super().on_train_begin(net, **kwargs)
+        self.restored_ = False  # set by RestoreBestWeights when it has restored them
         self.second_stage_ = False
         # The first stage's best epoch, when a plateau restored it at the switch.
         self.rewound_to_ = None
+
+    def on_train_end(self, net, **kwargs):
+        if not self.restored_:  # else RestoreBestWeights did it, before the user's callbacks
+            super().on_train_end(net, **kwargs)
 
     def on_epoch_end(self, net, **kwargs):
         drw = self.deferred
@@ -130,6 +135,25 @@ class StagedEarlyStopping(EarlyStopping):
             self.second_stage_ = True
             self.misses_ = 0
         super().on_epoch_end(net, **kwargs)
+
+
+class RestoreBestWeights(Callback):
+    """Run ``stopping``'s end-of-training restore of the best weights from this position.
+
+    :class:`StagedEarlyStopping` runs after every other callback (it ends training
+    by raising in its epoch-end hook, and the schedule and the user's callbacks
+    must see that epoch), so its own ``on_train_end`` would restore the best
+    weights after the user's callbacks had seen the last ones (a
+    ``TrainEndCheckpoint`` would save those). Placed before them, this callback
+    restores them first, and ``stopping`` then leaves them alone.
+    """
+
+    def __init__(self, stopping):
+        self.stopping = stopping
+
+    def on_train_end(self, net, **kwargs):
+        EarlyStopping.on_train_end(self.stopping, net, **kwargs)
+        self.stopping.restored_ = True
 
 
 def replay_plan(early_stopping, deferred, n_epochs):

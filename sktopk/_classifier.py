@@ -24,6 +24,7 @@ from skorch.callbacks.scoring import ScoringBase
 from ._class_balance import (
     ClassWeightedLoss,
     DeferredReweighting,
+    RestoreBestWeights,
     StagedEarlyStopping,
     effective_number_weights,
     replay_plan,
@@ -537,6 +538,9 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 monitor=key, lower_is_better=lower, patience=self.n_iter_no_change,
                 threshold=0.0, threshold_mode="abs", load_best=True, sink=_silent,
                 deferred=drw))]
+            # Its restore of the best weights at the end runs here, before the
+            # schedule's and the user's callbacks see the fitted network.
+            callbacks.append(("restore_best", RestoreBestWeights(stopping[0][1])))
         if not partial:
             scheduler = make_lr_scheduler(self.lr_schedule, self.max_epochs,
                                           self.warmup_epochs)
@@ -906,8 +910,11 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
         versions = tuple((p._version, p.data_ptr()) for p in module.parameters())
         cached = _FLOAT64_COPIES.get(module)
         if cached is None or cached[0] != versions:
+            # The entry holds the storages it was made from, so that their
+            # addresses cannot be reused by later weights while it lives.
+            storages = [p.data for p in module.parameters()]
             cached = _FLOAT64_COPIES[module] = (
-                versions, _Float64Scoring(copy.deepcopy(module).double()))
+                versions, _Float64Scoring(copy.deepcopy(module).double()), storages)
         scoring = cached[1]
         return scoring
 

@@ -126,11 +126,27 @@ def _is_complete(library_path):
         return False
 
 
+def _umask():
+    """The process's umask, read without changing it (Linux), else the common 022."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def _write_atomically(path, data):
     # A unique name per build (two containers may share a cache and a pid), then
     # a rename: a concurrent process sees either no file or a whole one.
     handle, staged = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); a cache shared by several users
+        # (or built into a container image) needs the usual umask-based mode.
+        if hasattr(os, "fchmod"):
+            os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as out:
             out.write(data)
         os.replace(staged, path)
@@ -261,9 +277,13 @@ def _build_and_load(compiler, compiler_name, names, directory):
     errors, failed = [], []
     for flags, name in zip(_FLAG_SETS, names, strict=True):
         target = directory / name
-        marker = target.with_name(name + ".failed")
-        if marker.exists():  # this flag set failed here before, and a later one worked
-            errors.append(f"{' '.join(flags)}: {marker.read_text().strip()}")
+        try:
+            # This flag set failed here before, and a later one worked.
+            failure = target.with_name(name + ".failed").read_text().strip()
+        except OSError:  # no marker (or one this user cannot read)
+            failure = None
+        if failure is not None:
+            errors.append(f"{' '.join(flags)}: {failure}")
             continue
         try:
             if not _is_complete(target):

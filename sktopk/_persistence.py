@@ -188,10 +188,15 @@ def module_from_state(state):
     nn.Module.__init__(module)
     # An attribute named like a method (say "to") would make later calls run
     # whatever function the file put there.
-    hiding = sorted(name for name in state["attributes"] if _shadows_behaviour(cls, name))
+    # torch's own internals (hooks, compiled call) are never saved: a file that
+    # sets them was not written by sktopk.
+    hiding = sorted(name for name in state["attributes"]
+                    if name in _MODULE_INTERNALS or hasattr(nn.Module, name)
+                    or _shadows_behaviour(cls, name))
     if hiding:
         raise TypeError(f"The saved {cls.__name__} has attributes {hiding} that would hide "
-                        "methods or properties of its class: the file is not one sktopk wrote.")
+                        "methods, properties or torch internals of its class: the file is not "
+                        "one sktopk wrote.")
     for name, entry in state["parameters"].items():
         if entry is None:
             module._parameters[name] = None

@@ -49,7 +49,7 @@ def class_scores(estimator, X, *, response_method=DEFAULT_RESPONSE):
             "needs class scores (decision_function or predict_proba) to rank the classes."
         ) from None
     name = method.__name__
-    check_not_one_vs_one(estimator, name)
+    check_not_one_vs_one(estimator, name, len(classes))
     scores = np.asarray(method(X))
     n_classes = len(classes)
     if n_classes == 2 and (scores.ndim == 1 or (scores.ndim == 2 and scores.shape[1] == 1)):

@@ -218,15 +218,17 @@ def check_response_methods(response_method):
     return methods
 
 
-def check_not_one_vs_one(estimator, method_name):
+def check_not_one_vs_one(estimator, method_name, n_classes):
     """ValueError if ``decision_function`` gives one-vs-one pair scores, not class scores.
 
     ``SVC(decision_function_shape="ovo")`` returns one column per pair of
     classes; with 3 classes that is 3 columns, the shape of class scores, so
-    the shape check alone would rank pairs as if they were classes. Looks
-    through pipelines, search objects and meta-estimators to the final model.
+    the shape check alone would rank pairs as if they were classes (with 2
+    classes both shapes give one column, and more classes fail the shape
+    check). Looks through pipelines, search objects and sktopk's wrappers,
+    whose decision_function is their estimator's, to the final model.
     """
-    if method_name != "decision_function":
+    if method_name != "decision_function" or n_classes != 3:
         return
     model = estimator
     for _ in range(20):  # a chain of wrappers, never a cycle
@@ -234,7 +236,7 @@ def check_not_one_vs_one(estimator, method_name):
             model = model.steps[-1][1]
         elif hasattr(model, "best_estimator_"):
             model = model.best_estimator_
-        elif hasattr(model, "estimator_"):
+        elif getattr(model, "_decision_function_is_the_estimators", False):
             model = model.estimator_
         else:
             break

@@ -148,13 +148,27 @@ def scores_as_logits(estimator, X):
         scores, classes, method = class_scores(
             estimator, X, response_method=("decision_function", "predict_log_proba",
                                            "predict_proba"))
-    # A probability of zero (trees, k-NN) has no logit: it gets log(1e-300),
-    # low enough to rank last and finite, so that the temperature stays finite.
     if method == "predict_proba":
-        scores = np.log(np.clip(scores, _SMALLEST_PROBABILITY, None))
-    elif method == "predict_log_proba":
-        scores = np.maximum(scores, np.log(_SMALLEST_PROBABILITY))
+        with np.errstate(divide="ignore"):
+            scores = np.log(scores)
+    if method != "decision_function":
+        scores = _finite_log_probabilities(scores)
     return scores, classes
+
+
+def _finite_log_probabilities(log_proba):
+    """``log_proba`` with each -inf (a probability of zero: trees, k-NN) made finite.
+
+    A zero gets ``log(1e-300)`` below the smallest finite value of its row: it
+    still ranks last, every finite value keeps its place (GaussianNB gives
+    log-probabilities far below -690), and the temperature stays finite.
+    """
+    finite = np.isfinite(log_proba)
+    if finite.all():
+        return log_proba
+    row_min = np.where(finite, log_proba, np.inf).min(axis=1, keepdims=True)
+    row_min = np.where(np.isfinite(row_min), np.minimum(row_min, 0.0), 0.0)
+    return np.where(finite, log_proba, row_min + np.log(_SMALLEST_PROBABILITY))
 
 
 class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):

@@ -10,6 +10,8 @@ batch is one index-select.
 
 import math
 import os
+import signal
+import threading
 import warnings
 from contextlib import contextmanager, nullcontext
 
@@ -175,15 +177,18 @@ class TopKNet(NeuralNet):
         return self.criterion_(y_pred, target, weight=weight)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
-        except KeyboardInterrupt as exc:
-            # skorch's partial_fit swallows KeyboardInterrupt, because early
-            # stopping raises it to end training. A Ctrl-C is a failed fit: it
-            # passes through as TrainingInterrupted, so the estimator rolls back.
-            if _raised_by_callback(exc):
+        with _watch_sigint() as watch:
+            try:
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            except KeyboardInterrupt as exc:
+                # skorch's partial_fit swallows KeyboardInterrupt, because early
+                # stopping raises it to end training. A Ctrl-C (a SIGINT received,
+                # even while a callback ran) or one raised outside a callback is
+                # a failed fit: it passes through as TrainingInterrupted, so the
+                # estimator rolls back.
+                if watch["received"] or not _raised_by_callback(exc):
+                    raise TrainingInterrupted from exc
                 raise
-            raise TrainingInterrupted from exc
 
     def train_step_single(self, batch, **fit_params):
         # On a GPU autograd runs the backward pass in a worker thread; for these
@@ -196,6 +201,31 @@ class TopKNet(NeuralNet):
 
 class TrainingInterrupted(BaseException):
     """A KeyboardInterrupt (Ctrl-C) during training, carried past skorch's handler."""
+
+
+@contextmanager
+def _watch_sigint():
+    """Record whether SIGINT (Ctrl-C) arrives in the block, then let it act as before.
+
+    Only in the main thread (the only one Python delivers signals to), and only
+    over a Python handler (the default one raises KeyboardInterrupt).
+    """
+    watch = {"received": False}
+    previous = (signal.getsignal(signal.SIGINT)
+                if threading.current_thread() is threading.main_thread() else None)
+    if not callable(previous):
+        yield watch
+        return
+
+    def handler(signum, frame):
+        watch["received"] = True
+        previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield watch
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _raised_by_callback(exc):

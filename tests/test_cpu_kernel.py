@@ -788,3 +788,21 @@ def test_builds_from_awkward_settings(monkeypatch, tmp_path, how):
     assert _cpu_kernel.library() is not None, _cpu_kernel.unavailable_reason()
     if how == "relative cache directory":
         assert list(tmp_path.glob("cpu_kernel-*.so"))
+
+
+@needs_kernel
+def test_cache_files_are_readable_by_others_and_odd_markers_are_ignored(monkeypatch, tmp_path):
+    # mkstemp makes private files; a cache shared by users (or a container image)
+    # needs the umask's mode. A marker that cannot be read is no marker.
+    import stat
+
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    assert _cpu_kernel.library() is not None
+    umask = _cpu_kernel._umask()
+    for path in tmp_path.glob("cpu_kernel-*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    (library,) = tmp_path.glob("cpu_kernel-*.so")
+    library.unlink()
+    library.with_name(library.name + ".failed").mkdir()  # unreadable as a file
+    _fresh_kernel_state(monkeypatch, tmp_path)
+    assert _cpu_kernel.library() is not None, _cpu_kernel.unavailable_reason()

@@ -487,3 +487,45 @@ def test_hold_out_monitor_reads_the_sample_weights(data):
     callback = ValidationTopKAccuracy(TensorData(X, y, weight), k=1, n_classes=4)
     callback.on_epoch_end(Net)
     assert Net.history[-1, "valid_topk"] == pytest.approx(np.mean(predicted[y == 0] == 0))
+
+
+def test_user_callbacks_see_the_fitted_weights_at_the_end_of_training(data):
+    # Early stopping runs last at each epoch's end, but its restore of the best
+    # weights comes before the user's on_train_end (a TrainEndCheckpoint).
+    import copy
+
+    X, y = data
+
+    class Grab(Callback):
+        def on_train_end(self, net, **kwargs):
+            Grab.state = copy.deepcopy(net.module_.state_dict())
+
+    clf = TopKClassifier(k=2, random_state=0, n_iter_no_change=2, refit=False,
+                         callbacks=[("grab", Grab())],
+                         **{**FAST, "early_stopping": True, "max_epochs": 40}).fit(X, y)
+    assert clf.n_iter_ < 40
+    best = max(range(clf.n_iter_), key=lambda i: (clf.history_[i]["valid_topk"], -i))
+    assert best < clf.n_iter_ - 1  # the best weights are not the last ones
+    for key, value in clf.module_.state_dict().items():
+        assert torch.equal(Grab.state[key], value)
+
+
+def test_ctrl_c_while_a_callback_runs_is_an_interrupt(data):
+    # A real SIGINT (not a callback raising KeyboardInterrupt to stop training).
+    import signal
+
+    X, y = data
+
+    class CtrlC(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == 2:
+                signal.raise_signal(signal.SIGINT)
+
+    clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    expected, n_iter = clf.decision_function(X), clf.n_iter_
+    clf.set_params(warm_start=True, callbacks=[("ctrl_c", CtrlC())])
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.decision_function(X), expected)
+    assert clf.n_iter_ == n_iter
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

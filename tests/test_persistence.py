@@ -273,3 +273,25 @@ def test_a_tampered_format_version_is_a_clear_error(data):
     state["_sktopk_format"] = "3"
     with pytest.raises(TypeError, match="not a version number"):
         TopKClassifier.__new__(TopKClassifier).__setstate__(state)
+
+
+@pytest.mark.parametrize("name", ["_forward_hooks", "_compiled_call_impl", "forward"])
+def test_a_file_setting_torch_internals_is_refused(name):
+    state = module_to_state(torch.nn.Linear(3, 2))
+    state["attributes"][name] = print
+    with pytest.raises(TypeError, match="not one sktopk wrote"):
+        module_from_state(state)
+
+
+def test_the_scoring_cache_follows_repeated_weight_replacements(data):
+    # Replaced storages may be freed and their addresses reused: the cache must
+    # not mistake new weights at an old address for the weights it was made from.
+    X, y = data
+    clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        vector = torch.nn.utils.parameters_to_vector(clf.module_.parameters())
+        torch.nn.utils.vector_to_parameters(torch.randn(vector.shape, generator=gen),
+                                            clf.module_.parameters())
+        np.testing.assert_array_equal(clf.decision_function(X),
+                                      pickle.loads(pickle.dumps(clf)).decision_function(X))

@@ -132,6 +132,21 @@ def test_one_vs_one_pair_scores_are_refused(wrap):
     np.testing.assert_array_equal(predict_topk(ovr, X, k=1)[:, 0], ovr.predict(X))
 
 
+def test_one_vs_one_is_fine_where_its_scores_are_class_scores():
+    # Binary: one column in either shape. AdaBoost over ovo SVCs: its own class scores.
+    from sklearn.ensemble import AdaBoostClassifier
+
+    X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=2,
+                               random_state=0)
+    binary = SVC(decision_function_shape="ovo").fit(X, y)
+    np.testing.assert_array_equal(predict_topk(binary, X, k=1)[:, 0], binary.predict(X))
+    X, y = make_classification(n_samples=200, n_features=6, n_informative=4, n_classes=3,
+                               n_clusters_per_class=1, random_state=0)
+    boosted = AdaBoostClassifier(SVC(decision_function_shape="ovo", probability=False),
+                                 n_estimators=3, random_state=0).fit(X, y)
+    assert predict_topk(boosted, X, k=2).shape == (200, 2)
+
+
 def _readme_snippet():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     snippets = [b for b in blocks if "predict_topk" in b]

@@ -128,3 +128,18 @@ def test_calibration_labels_of_another_type_are_named_not_crashed_on():
         encode_calibration_labels(np.array([1, 2, 3]), classes)
     np.testing.assert_array_equal(encode_calibration_labels(np.array(["3", "1"]), classes),
                                   [2, 0])
+
+
+def test_finite_log_probabilities_keep_their_order():
+    # GaussianNB gives finite log-probabilities far below log(1e-300): none may
+    # be clipped into a tie; only the -inf of a zero probability is replaced.
+    from sklearn.datasets import load_digits
+    from sklearn.naive_bayes import GaussianNB
+
+    X, y = load_digits(return_X_y=True)
+    model = TemperatureScaledClassifier(GaussianNB(), random_state=0).fit(X, y)
+    log_proba = model.estimator_.predict_log_proba(X)
+    assert (log_proba < np.log(1e-300)).any()  # the case that was clipped
+    logits = model.predict_log_proba(X)
+    above = log_proba[:, :, None] > log_proba[:, None, :]
+    assert (logits[:, :, None] > logits[:, None, :])[above].all()

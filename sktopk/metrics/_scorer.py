@@ -101,7 +101,7 @@ class _TopKScorer(_SampleWeightScorer):
 
         method = _check_response_method(estimator, self._response_method)
         name = method.__name__
-        check_not_one_vs_one(estimator, name)
+        check_not_one_vs_one(estimator, name, n_classes)
         if n_classes > 2:
             # Shared (cached) call with the other scorers of a multi-metric dict.
             y_score = method_caller(estimator, name, X, pos_label=None)
