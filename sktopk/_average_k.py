@@ -32,23 +32,21 @@ def _global_threshold(proba, average_k):
 
     The candidates are the calibration probabilities themselves, and the mean
     size of ``proba >= t`` falls as ``t`` grows. Let ``t0`` be the
-    ``round(average_k * n)``-th largest probability: the size at ``t0`` is at
-    least ``average_k`` (up to that rounding) and the size at the next larger
-    value is below it, so the nearest size is at one of the two (``t0`` on a
-    tie). Tied probabilities (k-NN, trees: many exact zeros) make the sizes
-    jump, with a warning when the nearest is more than half a label away.
-    Linear time: one partition and two counts.
+    ``ceil(average_k * n)``-th largest probability: the size at ``t0`` is at
+    least ``average_k`` and the size at the next larger value is below it, so
+    the nearest size is at one of the two (the larger set on a tie). Tied
+    probabilities (k-NN, trees: many exact zeros) make the sizes jump, with a
+    warning when the nearest is more than half a label away. Linear time: one
+    partition and two counts.
     """
     n_rows = proba.shape[0]
     flat = proba.ravel()
-    n_in = int(np.clip(round(average_k * n_rows), 1, flat.size))
+    n_in = int(np.clip(np.ceil(average_k * n_rows), 1, flat.size))
     t0 = float(np.partition(flat, flat.size - n_in)[flat.size - n_in])
     best, size = t0, np.count_nonzero(flat >= t0) / n_rows
     above = flat[flat > t0]
-    if above.size:
-        t1, size1 = float(above.min()), above.size / n_rows
-        if abs(size1 - average_k) < abs(size - average_k):
-            best, size = t1, size1
+    if above.size and abs(above.size / n_rows - average_k) < abs(size - average_k):
+        best, size = float(above.min()), above.size / n_rows
     if abs(size - average_k) > 0.5:
         warnings.warn(
             f"Tied calibration probabilities make a mean set size of average_k={average_k} "
@@ -205,9 +203,6 @@ class AverageKClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> print(f"{set_accuracy_score(y_test, sets):.3f}")
     0.996
     """
-
-    # For check_not_one_vs_one: decision_function passes the estimator's scores on.
-    _decision_function_is_the_estimators = True
 
     def __init__(self, estimator, *, average_k=5, calibration_fraction=0.2, cv=None,
                  mode="global", random_state=None):

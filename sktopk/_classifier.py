@@ -540,7 +540,7 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
                 deferred=drw))]
             # Its restore of the best weights at the end runs here, before the
             # schedule's and the user's callbacks see the fitted network.
-            callbacks.append(("restore_best", RestoreBestWeights(stopping[0][1])))
+            callbacks.append(("sktopk_restore_best", RestoreBestWeights(stopping[0][1])))
         if not partial:
             scheduler = make_lr_scheduler(self.lr_schedule, self.max_epochs,
                                           self.warmup_epochs)

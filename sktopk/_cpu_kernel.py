@@ -127,7 +127,9 @@ def _is_complete(library_path):
 
 
 def _umask():
-    """The process's umask, read without changing it (Linux), else the common 022."""
+    """The process's umask, read without changing it (Linux); None elsewhere (the
+    file then stays private: os.umask cannot be read without setting it, for
+    every thread of the process)."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
@@ -135,7 +137,7 @@ def _umask():
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    return 0o022
+    return None
 
 
 def _write_atomically(path, data):
@@ -145,8 +147,9 @@ def _write_atomically(path, data):
     try:
         # mkstemp makes the file private (0600); a cache shared by several users
         # (or built into a container image) needs the usual umask-based mode.
-        if hasattr(os, "fchmod"):
-            os.fchmod(handle, 0o666 & ~_umask())
+        umask = _umask()
+        if umask is not None and hasattr(os, "fchmod"):
+            os.fchmod(handle, 0o666 & ~umask)
         with os.fdopen(handle, "wb") as out:
             out.write(data)
         os.replace(staged, path)

@@ -50,6 +50,9 @@ def _holds_tensor(value):
     return False
 
 
+# Attributes that torch sets outside __init__ and that hold code: the compiled
+# forward of Module.compile() (a cache: the loaded module runs uncompiled).
+_NOT_SAVED = frozenset({"_compiled_call_impl"})
 # Hooks are functions, which a saved model does not hold: dropping them would
 # change the predictions silently.
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
@@ -145,7 +148,7 @@ def module_to_state(module):
         )
     attributes = {}
     for name, value in vars(module).items():
-        if name in _MODULE_INTERNALS:
+        if name in _MODULE_INTERNALS or name in _NOT_SAVED:
             continue
         if isinstance(value, (nn.Module, torch.Generator)):
             raise TypeError(f"Cannot save {cls.__name__}: its attribute {name!r} is a "
@@ -191,7 +194,7 @@ def module_from_state(state):
     # torch's own internals (hooks, compiled call) are never saved: a file that
     # sets them was not written by sktopk.
     hiding = sorted(name for name in state["attributes"]
-                    if name in _MODULE_INTERNALS or hasattr(nn.Module, name)
+                    if name in _MODULE_INTERNALS or name in _NOT_SAVED
                     or _shadows_behaviour(cls, name))
     if hiding:
         raise TypeError(f"The saved {cls.__name__} has attributes {hiding} that would hide "

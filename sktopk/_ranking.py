@@ -225,8 +225,8 @@ def check_not_one_vs_one(estimator, method_name, n_classes):
     classes; with 3 classes that is 3 columns, the shape of class scores, so
     the shape check alone would rank pairs as if they were classes (with 2
     classes both shapes give one column, and more classes fail the shape
-    check). Looks through pipelines, search objects and sktopk's wrappers,
-    whose decision_function is their estimator's, to the final model.
+    check). Looks through pipelines, search objects and meta-estimators to the
+    final model.
     """
     if method_name != "decision_function" or n_classes != 3:
         return
@@ -236,7 +236,10 @@ def check_not_one_vs_one(estimator, method_name, n_classes):
             model = model.steps[-1][1]
         elif hasattr(model, "best_estimator_"):
             model = model.best_estimator_
-        elif getattr(model, "_decision_function_is_the_estimators", False):
+        elif hasattr(model, "estimator_"):
+            # Wrappers that pass (SelfTraining) or average (Bagging) the
+            # estimator's scores; one that turns predictions into class scores
+            # (AdaBoost) is refused too, and 'ovr' serves it as well.
             model = model.estimator_
         else:
             break

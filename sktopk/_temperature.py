@@ -163,12 +163,13 @@ def _finite_log_probabilities(log_proba):
     still ranks last, every finite value keeps its place (GaussianNB gives
     log-probabilities far below -690), and the temperature stays finite.
     """
+    zero = np.isneginf(log_proba)
+    if not zero.any():
+        return log_proba  # (+inf is left for fit_temperature to refuse)
     finite = np.isfinite(log_proba)
-    if finite.all():
-        return log_proba
     row_min = np.where(finite, log_proba, np.inf).min(axis=1, keepdims=True)
     row_min = np.where(np.isfinite(row_min), np.minimum(row_min, 0.0), 0.0)
-    return np.where(finite, log_proba, row_min + np.log(_SMALLEST_PROBABILITY))
+    return np.where(zero, row_min + np.log(_SMALLEST_PROBABILITY), log_proba)
 
 
 class TemperatureScaledClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):

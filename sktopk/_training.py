@@ -205,7 +205,7 @@ class TrainingInterrupted(BaseException):
 
 @contextmanager
 def _watch_sigint():
-    """Record whether SIGINT (Ctrl-C) arrives in the block, then let it act as before.
+    """Record whether a SIGINT (Ctrl-C) in the block raised KeyboardInterrupt.
 
     Only in the main thread (the only one Python delivers signals to), and only
     over a Python handler (the default one raises KeyboardInterrupt).
@@ -218,8 +218,11 @@ def _watch_sigint():
         return
 
     def handler(signum, frame):
-        watch["received"] = True
-        previous(signum, frame)
+        try:
+            previous(signum, frame)
+        except KeyboardInterrupt:  # a handler that swallows Ctrl-C stops nothing
+            watch["received"] = True
+            raise
 
     signal.signal(signal.SIGINT, handler)
     try:

@@ -66,6 +66,14 @@ def test_global_threshold_matches_brute_force():
         assert t == np.sort(proba.ravel())[::-1][target - 1]
 
 
+def test_global_threshold_prefers_the_larger_set_on_a_tie():
+    proba = np.linspace(0.01, 0.99, 20).reshape(5, 4)  # 20 distinct values, 5 rows
+    for k, expected in [(0.5, 0.6), (2.5, 2.6), (1.5, 1.6)]:
+        t = _global_threshold(proba, k)
+        assert (proba >= t).sum(axis=1).mean() == pytest.approx(expected)
+        assert t == _nearest_size_brute_force(proba, k)
+
+
 def test_global_threshold_with_tied_probabilities():
     # k-NN-like probabilities (multiples of 1/5, mostly exact zeros): the size
     # jumps; the threshold must give the nearest reachable size, never the

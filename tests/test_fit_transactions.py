@@ -524,8 +524,37 @@ def test_ctrl_c_while_a_callback_runs_is_an_interrupt(data):
     clf = TopKClassifier(k=2, random_state=0, **FAST).fit(X, y)
     expected, n_iter = clf.decision_function(X), clf.n_iter_
     clf.set_params(warm_start=True, callbacks=[("ctrl_c", CtrlC())])
-    with pytest.raises(KeyboardInterrupt):
-        clf.fit(X, y)
+    # Python's own Ctrl-C handler (another test's library may have replaced it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     np.testing.assert_array_equal(clf.decision_function(X), expected)
     assert clf.n_iter_ == n_iter
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_swallowed_by_the_users_handler_interrupts_nothing(data):
+    # A Python SIGINT handler that does not raise (a "stop after this epoch"
+    # switch) must leave the skorch-style stop of the user's callback working.
+    import signal
+
+    X, y = data
+    requested = []
+
+    class StopWhenAsked(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == 2:
+                signal.raise_signal(signal.SIGINT)
+            if requested:
+                raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: requested.append(True))
+    try:
+        clf = TopKClassifier(k=2, random_state=0, callbacks=[("stop", StopWhenAsked())],
+                             **{**FAST, "max_epochs": 6}).fit(X, y)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert requested and clf.n_iter_ == 2

@@ -295,3 +295,15 @@ def test_the_scoring_cache_follows_repeated_weight_replacements(data):
                                             clf.module_.parameters())
         np.testing.assert_array_equal(clf.decision_function(X),
                                       pickle.loads(pickle.dumps(clf)).decision_function(X))
+
+
+def test_instance_attributes_named_like_torch_class_settings_round_trip():
+    # Plain values under names torch also uses at class level (_version) load;
+    # the compiled forward of Module.compile() is a cache, not saved.
+    net = torch.nn.Linear(3, 2)
+    net._version = 2
+    net._compiled_call_impl = lambda *args: None
+    rebuilt = module_from_state(pickle.loads(pickle.dumps(module_to_state(net))))
+    assert rebuilt._version == 2 and "_compiled_call_impl" not in vars(rebuilt)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(rebuilt(x), torch.nn.functional.linear(x, net.weight, net.bias))

@@ -132,19 +132,27 @@ def test_one_vs_one_pair_scores_are_refused(wrap):
     np.testing.assert_array_equal(predict_topk(ovr, X, k=1)[:, 0], ovr.predict(X))
 
 
-def test_one_vs_one_is_fine_where_its_scores_are_class_scores():
-    # Binary: one column in either shape. AdaBoost over ovo SVCs: its own class scores.
-    from sklearn.ensemble import AdaBoostClassifier
-
+def test_one_vs_one_is_fine_with_two_classes():
+    # Binary: one column in either shape.
     X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_classes=2,
                                random_state=0)
     binary = SVC(decision_function_shape="ovo").fit(X, y)
     np.testing.assert_array_equal(predict_topk(binary, X, k=1)[:, 0], binary.predict(X))
-    X, y = make_classification(n_samples=200, n_features=6, n_informative=4, n_classes=3,
+
+
+@pytest.mark.parametrize("wrap", ["self-training", "bagging"])
+def test_one_vs_one_pair_scores_are_refused_through_meta_estimators(wrap):
+    # These pass on (or average) the SVC's pair scores.
+    from sklearn.ensemble import BaggingClassifier
+    from sklearn.semi_supervised import SelfTrainingClassifier
+
+    X, y = make_classification(n_samples=150, n_features=6, n_informative=4, n_classes=3,
                                n_clusters_per_class=1, random_state=0)
-    boosted = AdaBoostClassifier(SVC(decision_function_shape="ovo", probability=False),
-                                 n_estimators=3, random_state=0).fit(X, y)
-    assert predict_topk(boosted, X, k=2).shape == (200, 2)
+    svc = SVC(decision_function_shape="ovo", probability=True, random_state=0)
+    model = (SelfTrainingClassifier(svc) if wrap == "self-training"
+             else BaggingClassifier(svc, n_estimators=2, random_state=0)).fit(X, y)
+    with pytest.raises(ValueError, match="decision_function_shape='ovo'"):
+        predict_topk(model, X, k=1)
 
 
 def _readme_snippet():

@@ -143,3 +143,15 @@ def test_finite_log_probabilities_keep_their_order():
     logits = model.predict_log_proba(X)
     above = log_proba[:, :, None] > log_proba[:, None, :]
     assert (logits[:, :, None] > logits[:, None, :])[above].all()
+
+
+def test_only_zero_probabilities_are_made_finite():
+    from sktopk._temperature import _finite_log_probabilities
+
+    rows = np.array([[np.inf, np.log(0.5), -np.inf], [-np.inf, -np.inf, -np.inf],
+                     [-2000.0, np.log(0.5), -np.inf]])
+    out = _finite_log_probabilities(rows)
+    assert out[0, 0] == np.inf  # left for fit_temperature to refuse
+    assert out[0, 2] == pytest.approx(np.log(1e-300) + np.log(0.5))
+    assert np.isfinite(out[1]).all() and len(set(out[1])) == 1  # all tied, finite
+    assert out[2, 2] < -2000.0 and out[2, 0] == -2000.0
