@@ -43,10 +43,13 @@ def _global_threshold(proba, average_k):
     flat = proba.ravel()
     n_in = int(np.clip(np.ceil(average_k * n_rows), 1, flat.size))
     t0 = float(np.partition(flat, flat.size - n_in)[flat.size - n_in])
-    best, size = t0, np.count_nonzero(flat >= t0) / n_rows
+    count, target = np.count_nonzero(flat >= t0), average_k * n_rows
+    best = t0
     above = flat[flat > t0]
-    if above.size and abs(above.size / n_rows - average_k) < abs(size - average_k):
-        best, size = float(above.min()), above.size / n_rows
+    # Counts, not mean sizes: dividing by n_rows would round exact ties apart.
+    if above.size and abs(above.size - target) < abs(count - target):
+        best, count = float(above.min()), above.size
+    size = count / n_rows
     if abs(size - average_k) > 0.5:
         warnings.warn(
             f"Tied calibration probabilities make a mean set size of average_k={average_k} "

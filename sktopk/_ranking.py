@@ -232,8 +232,11 @@ def check_not_one_vs_one(estimator, method_name, n_classes):
         return
     model = estimator
     for _ in range(20):  # a chain of wrappers, never a cycle
-        if hasattr(model, "steps"):
-            model = model.steps[-1][1]
+        steps = getattr(model, "steps", None)
+        if isinstance(steps, list) and steps and isinstance(steps[-1], tuple):
+            model = steps[-1][-1]
+        elif hasattr(model, "final_estimator_"):  # stacking: its scores are the final model's
+            model = model.final_estimator_
         elif hasattr(model, "best_estimator_"):
             model = model.best_estimator_
         elif hasattr(model, "estimator_"):

@@ -48,7 +48,7 @@ def _nearest_size_brute_force(proba, k):
     (the larger set on a tie), by trying every value."""
     best = None
     for c in np.sort(np.unique(proba)):
-        gap = abs((proba >= c).sum(axis=1).mean() - k)
+        gap = abs((proba >= c).sum() - k * len(proba))  # counts: exact ties stay ties
         if best is None or gap < best[0]:
             best = (gap, c)
     return best[1]
@@ -72,6 +72,9 @@ def test_global_threshold_prefers_the_larger_set_on_a_tie():
         t = _global_threshold(proba, k)
         assert (proba >= t).sum(axis=1).mean() == pytest.approx(expected)
         assert t == _nearest_size_brute_force(proba, k)
+    # Tied probabilities: sizes 5/3 and 7/3, a third of a label either side of 2.
+    tied = np.array([[0.9, 0.9, 0.4, 0.0], [0.9, 0.9, 0.4, 0.0], [0.9, 0.0, 0.0, 0.0]])
+    assert _global_threshold(tied, 2.0) == 0.4
 
 
 def test_global_threshold_with_tied_probabilities():

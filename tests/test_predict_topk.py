@@ -140,7 +140,7 @@ def test_one_vs_one_is_fine_with_two_classes():
     np.testing.assert_array_equal(predict_topk(binary, X, k=1)[:, 0], binary.predict(X))
 
 
-@pytest.mark.parametrize("wrap", ["self-training", "bagging"])
+@pytest.mark.parametrize("wrap", ["self-training", "bagging", "stacking"])
 def test_one_vs_one_pair_scores_are_refused_through_meta_estimators(wrap):
     # These pass on (or average) the SVC's pair scores.
     from sklearn.ensemble import BaggingClassifier
@@ -149,8 +149,13 @@ def test_one_vs_one_pair_scores_are_refused_through_meta_estimators(wrap):
     X, y = make_classification(n_samples=150, n_features=6, n_informative=4, n_classes=3,
                                n_clusters_per_class=1, random_state=0)
     svc = SVC(decision_function_shape="ovo", probability=True, random_state=0)
-    model = (SelfTrainingClassifier(svc) if wrap == "self-training"
-             else BaggingClassifier(svc, n_estimators=2, random_state=0)).fit(X, y)
+    from sklearn.ensemble import StackingClassifier
+
+    model = {"self-training": lambda: SelfTrainingClassifier(svc),
+             "bagging": lambda: BaggingClassifier(svc, n_estimators=2, random_state=0),
+             "stacking": lambda: StackingClassifier([("lr", LogisticRegression())],
+                                                    final_estimator=svc, cv=2)}[wrap]()
+    model.fit(X, y)
     with pytest.raises(ValueError, match="decision_function_shape='ovo'"):
         predict_topk(model, X, k=1)
 
