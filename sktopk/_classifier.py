@@ -913,8 +913,10 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
             # The entry holds the storages it was made from, so that their
             # addresses cannot be reused by later weights while it lives.
             storages = [p.data for p in module.parameters()]
+            # In eval mode as a whole: a new wrapper would be in train mode, and
+            # each scoring pass restores the mode it found, for every thread.
             cached = _FLOAT64_COPIES[module] = (
-                versions, _Float64Scoring(copy.deepcopy(module).double()), storages)
+                versions, _Float64Scoring(copy.deepcopy(module).double()).eval(), storages)
         scoring = cached[1]
         return scoring
 

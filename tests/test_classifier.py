@@ -485,6 +485,10 @@ def test_concurrent_predictions_keep_dropout_off_and_the_model_unchanged(Estimat
     clf = Estimator(k=2, dropout=0.5, random_state=0, **FAST).fit(X, y)
     assert not clf.module_.training
     assert not pickle.loads(pickle.dumps(clf)).module_.training
+    clf.decision_function(X[:3])
+    # Every network a prediction runs stays in eval mode afterwards (the float64
+    # copy's wrapper was created in train mode, and each pass restored that).
+    assert not any(m.training for m in clf._scoring_network().modules())
     chunks = [X[i::8] for i in range(8)]
     expected = [clf.decision_function(chunk) for chunk in chunks]
     rng_state = torch.get_rng_state()
