@@ -348,7 +348,8 @@ def test_search_survives_a_worker_killed_mid_search(client, data, splits, serial
                 victim = busy[0]
             else:
                 time.sleep(0.02)
-        assert victim is not None, "no worker was running a fit after 2 fits within 30 s"
+        assert victim is not None, ("no worker was running a fit after 2 fits within 30 s; "
+                                    f"the search's error, if any: {outcome.get('error')!r}")
         os.kill(pids[victim], signal.SIGKILL)
         runner.join(timeout=120)
         assert not runner.is_alive(), "the search did not finish within 120 s of the kill"
