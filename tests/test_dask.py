@@ -307,6 +307,19 @@ def test_make_local_cluster_gives_each_worker_its_gpu(client):
     assert all(view["nthreads"] == 1 for view in views.values())
 
 
+def _wait_until_forgotten(client, arrays, timeout=30):
+    from dask.base import tokenize
+
+    keys = {f"{type(array).__name__}-{tokenize(array)}" for array in arrays}
+
+    def present(dask_scheduler, keys=keys):
+        return [key for key in keys if key in dask_scheduler.tasks]
+
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(present) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_search_survives_a_worker_killed_mid_search(client, data, splits, serial_search):
     """SIGKILL a worker while it runs fits; the scheduler reruns them elsewhere.
 
@@ -333,6 +346,10 @@ def test_search_survives_a_worker_killed_mid_search(client, data, splits, serial
             outcome["error"] = exc
 
     client.amm.stop()
+    # scatter names arrays by their content: an earlier test's scatter of the same
+    # arrays, still being forgotten by the scheduler, would make this one's data
+    # "lost" before any kill (dask/distributed#3703). Wait until it is gone.
+    _wait_until_forgotten(client, scatter)
     try:
         runner = threading.Thread(target=run_search, daemon=True)
         runner.start()
