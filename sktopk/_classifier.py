@@ -1129,21 +1129,16 @@ class _BaseTopKClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _loadable_device(device):
-    """Where a loaded model goes: its training device if this machine has it, else the CPU.
+    """Where a loaded model goes: its training device if this machine can use it.
 
     A model trained on a GPU (or Apple's MPS) loads on a machine without one; one
     trained on ``cuda:1`` goes to the first GPU of a machine that has fewer.
     """
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "cpu"
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            return "cuda"
-    elif device.type == "mps" and not (
-            hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        return "cpu"
-    return str(device)
+    try:
+        return str(resolve_device(device))  # the checks of the device parameter
+    except ValueError:
+        cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        return "cuda" if cuda else "cpu"
 
 
 def _fixed_predict_rows(n_classes):

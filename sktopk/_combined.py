@@ -1,9 +1,10 @@
 """A top-K hinge plus a cross-entropy term: ``hinge + ce_weight * CE``."""
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validation import check_loss_inputs, reduce_loss
+from ._validation import reduce_loss
 
 
 class HingeWithCrossEntropy(nn.Module):
@@ -31,14 +32,15 @@ class HingeWithCrossEntropy(nn.Module):
         self.scale = float(scale)
 
     def forward(self, scores, target, weight=None):
-        # Checked first: cross_entropy would refuse int32 targets and report an
-        # out-of-range one in its own terms.
-        target_long, checked_weight = check_loss_inputs(scores, target, weight,
-                                                        check_scores=False)
-        ce = F.cross_entropy(self.scale * scores, target_long, reduction="none")
+        # The top-K loss first: it checks target and weight (any integer dtype, a
+        # clear error out of range), so the cross-entropy term, on every training
+        # batch, needs no second check.
+        hinge = self.loss(scores, target, weight=weight)
+        ce = F.cross_entropy(self.scale * scores, target.long(), reduction="none")
+        if weight is not None:
+            weight = torch.as_tensor(weight, dtype=ce.dtype, device=ce.device)
         reduction = getattr(self.loss, "reduction", "mean")
-        return (self.loss(scores, target, weight=weight)
-                + self.ce_weight * reduce_loss(ce, reduction, checked_weight))
+        return hinge + self.ce_weight * reduce_loss(ce, reduction, weight)
 
     def extra_repr(self):
         return f"ce_weight={self.ce_weight}, scale={self.scale}"
